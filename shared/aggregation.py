@@ -1,0 +1,117 @@
+"""From accepted results to W_t+1: sample-weighted averaging and the optimizer step. Pure.
+
+The coordinator's aggregator and ``gan-train-local`` call exactly these functions, which
+is why one worker with one unit per step reproduces a local training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from shared.codec import OptimizerState
+from shared.training_step import UnitMetrics, UnitResult
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """Adam hyper-parameters; the defaults are DCGAN's (Radford et al. 2015)."""
+
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class Aggregate:
+    """The sample-weighted mean of several unit results of one kind."""
+
+    kind: str
+    num_samples: int
+    tensors: dict[str, Tensor]
+    buffers: dict[str, Tensor]
+    metrics: UnitMetrics
+    num_results: int
+
+
+def aggregate(results: Sequence[UnitResult]) -> Aggregate:
+    """Sample-weighted mean of tensors, buffers and metrics over results of one kind."""
+    if not results:
+        raise ValueError("cannot aggregate zero results")
+    kinds = {r.kind for r in results}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot mix result kinds {sorted(kinds)}")
+    total = sum(r.num_samples for r in results)
+    weights = [r.num_samples / total for r in results]
+
+    def mean(dicts: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        if len(dicts) == 1:
+            return {k: v.float().clone() for k, v in dicts[0].items()}
+        return {
+            key: sum((w * d[key].float() for w, d in zip(weights, dicts, strict=True)),
+                     torch.zeros_like(dicts[0][key], dtype=torch.float32))
+            for key in dicts[0]
+        }
+
+    def mean_metric(name: str) -> float:
+        return sum(w * getattr(r.metrics, name) for w, r in zip(weights, results, strict=True))
+
+    return Aggregate(
+        kind=results[0].kind,
+        num_samples=total,
+        tensors=mean([r.tensors for r in results]),
+        buffers=mean([r.buffers for r in results]),
+        metrics=UnitMetrics(*(mean_metric(f) for f in UnitMetrics.__dataclass_fields__)),
+        num_results=len(results),
+    )
+
+
+def initial_optimizer_state(parameters: Mapping[str, Tensor]) -> OptimizerState:
+    """Adam with zero moments and no step taken, for a fresh run."""
+    return OptimizerState(
+        step=0,
+        exp_avg={k: torch.zeros_like(v, dtype=torch.float32) for k, v in parameters.items()},
+        exp_avg_sq={k: torch.zeros_like(v, dtype=torch.float32) for k, v in parameters.items()},
+    )
+
+
+def adam_step(
+    weights: Mapping[str, Tensor],
+    gradients: Mapping[str, Tensor],
+    state: OptimizerState,
+    config: AdamConfig,
+) -> tuple[dict[str, Tensor], OptimizerState]:
+    """One Adam update of the parameters named in ``gradients``; inputs are not modified.
+
+    The arithmetic follows torch.optim.Adam's single-tensor path operation by operation,
+    so a local run with torch's optimizer and ours agree to float rounding.
+    """
+    step = state.step + 1
+    bias1 = 1 - config.beta1**step
+    bias2_sqrt = (1 - config.beta2**step) ** 0.5
+    new_weights = dict(weights)
+    exp_avg: dict[str, Tensor] = {}
+    exp_avg_sq: dict[str, Tensor] = {}
+    for name, grad in gradients.items():
+        m = state.exp_avg[name].lerp(grad, 1 - config.beta1)
+        v = state.exp_avg_sq[name].mul(config.beta2).addcmul_(grad, grad, value=1 - config.beta2)
+        denom = (v.sqrt() / bias2_sqrt).add_(config.eps)
+        new_weights[name] = weights[name].addcdiv(m, denom, value=-config.lr / bias1)
+        exp_avg[name], exp_avg_sq[name] = m, v
+    return new_weights, OptimizerState(step, exp_avg, exp_avg_sq, state.momentum)
+
+
+def apply_gradients(
+    weights: Mapping[str, Tensor],
+    combined: Aggregate,
+    state: OptimizerState,
+    config: AdamConfig,
+) -> tuple[dict[str, Tensor], OptimizerState]:
+    """W_t+1: Adam on the averaged gradients, BatchNorm buffers set to their average."""
+    new_weights, new_state = adam_step(weights, combined.tensors, state, config)
+    new_weights.update(combined.buffers)
+    return new_weights, new_state
