@@ -1,0 +1,1 @@
+"""gan-worker: the program each student runs to train the class DCGAN with a coordinator."""

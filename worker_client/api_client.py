@@ -1,0 +1,195 @@
+"""The coordinator's HTTP API as plain methods over one long-lived ``httpx.Client``.
+
+Each method returns a protocol model (or bytes) on 2xx and raises one of the
+``worker_client.errors`` exceptions otherwise; transport failures become
+``CoordinatorUnavailable`` (or ``TLSVerifyError`` when the certificate is the problem),
+so callers never see an httpx exception.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared.protocol import (
+    API_PREFIX,
+    LEASE_HEADER,
+    ClaimRequest,
+    HardwareInfo,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ReleaseResponse,
+    ResultResponse,
+    WorkUnit,
+)
+from worker_client.errors import (
+    ApiError,
+    AuthError,
+    CoordinatorUnavailable,
+    JoinCodeRejected,
+    NotFound,
+    TLSVerifyError,
+    WorkerError,
+    error_for_status,
+)
+
+USER_AGENT = "gan-worker/0.1"
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def make_verify(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """TLS verification: the system store, or a context trusting ``ca_bundle`` too."""
+    if ca_bundle is None:
+        return True
+    path = Path(ca_bundle).expanduser()
+    if not path.is_file():
+        raise WorkerError(f"--ca-bundle {path} does not exist")
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(path))
+    return context
+
+
+def _is_cert_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class CoordinatorClient:
+    """One coordinator, one connection pool, one bearer token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        ca_bundle: Path | None = None,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        # Bodies are tens of MB on slow school Wi-Fi, hence the long read/write timeout;
+        # a dead address should fail fast, hence the short connect timeout.
+        timeout = httpx.Timeout(request_timeout, connect=connect_timeout, pool=request_timeout)
+        # Two connections: the main loop and the heartbeat thread share this client.
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            limits=limits,
+            verify=make_verify(ca_bundle),
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- endpoints ---------------------------------------------------------------------
+
+    def register(self, join_code: str, name: str, hardware: HardwareInfo) -> RegisterResponse:
+        """Join the class: returns the worker id and its token (shown only this once)."""
+        body = RegisterRequest(join_code=join_code, name=name, hardware=hardware)
+        try:
+            response = self._request("POST", "/workers", json=body.model_dump(mode="json"))
+        except (AuthError, NotFound) as exc:
+            raise JoinCodeRejected(exc.status, exc.detail, exc.code) from None
+        return self._parse(RegisterResponse, response)
+
+    def heartbeat(self) -> HeartbeatResponse:
+        """Tell the coordinator this worker is alive; extends its leases."""
+        return self._parse(HeartbeatResponse, self._request("POST", "/workers/me/heartbeat"))
+
+    def claim(self, cached_shards: list[int] | None = None) -> WorkUnit | None:
+        """Lease a work unit, or None when there is nothing to do right now (204)."""
+        body = ClaimRequest(cached_shards=cached_shards or [])
+        response = self._request("POST", "/work-units/claim", json=body.model_dump(mode="json"))
+        if response.status_code == 204:
+            return None
+        return self._parse(WorkUnit, response)
+
+    def weights(self, url: str) -> bytes:
+        """The safetensors snapshot at ``url`` (a unit's ``weights_url``)."""
+        return self._request("GET", url, follow_redirects=True).content
+
+    def upload(self, unit_id: int, lease_id: str, body: bytes) -> ResultResponse:
+        """Post a unit's encoded result under its lease."""
+        response = self._request(
+            "POST",
+            f"/work-units/{unit_id}/result",
+            content=body,
+            headers={"Content-Type": "application/octet-stream", LEASE_HEADER: lease_id},
+        )
+        return self._parse(ResultResponse, response)
+
+    def release(self, unit_id: int, lease_id: str) -> ReleaseResponse:
+        """Give a leased unit back so another worker can take it."""
+        response = self._request(
+            "POST", f"/work-units/{unit_id}/release", headers={LEASE_HEADER: lease_id}
+        )
+        return self._parse(ReleaseResponse, response)
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://", API_PREFIX + "/")):
+            return path
+        return API_PREFIX + path
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self._http.request(method, self._url(path), headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            if _is_cert_failure(exc):
+                raise TLSVerifyError(str(exc)) from exc
+            raise CoordinatorUnavailable(f"{type(exc).__name__}: {exc}" or repr(exc)) from exc
+        if response.is_success:
+            return response
+        detail, code = _error_body(response)
+        raise error_for_status(response.status_code, detail, code)
+
+    @staticmethod
+    def _parse(model: type[_M], response: httpx.Response) -> _M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            # A coordinator speaking another protocol version: not worth retrying.
+            raise ApiError(
+                response.status_code, f"unexpected answer: {exc}", "bad_answer"
+            ) from None
+
+
+def _error_body(response: httpx.Response) -> tuple[str, str]:
+    """``(detail, code)`` from an ``{"detail": ..., "code": ...}`` body, leniently."""
+    try:
+        data = response.json()
+    except ValueError:
+        return (response.text[:200] or response.reason_phrase), ""
+    if not isinstance(data, dict):
+        return str(data)[:200], ""
+    detail = data.get("detail", "")
+    if not isinstance(detail, str):  # FastAPI's validation errors are a list
+        detail = str(detail)[:500]
+    return detail, str(data.get("code", "") or "")

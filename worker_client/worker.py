@@ -1,0 +1,377 @@
+"""The worker loop: claim, weights, images, compute, upload, repeat; and when to stop.
+
+Only orchestration lives here. HTTP is ``api_client``, the gradient step is
+``shared.training_step``, images come from ``images``, weights from ``weights``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from tqdm import tqdm
+
+from shared.codec import DTYPE_NAMES, CodecError, encode_result
+from shared.protocol import DatasetInfo, HardwareInfo, ResultResponse, WorkUnit
+from shared.training_step import GRADIENTS, compute_gradients
+from worker_client.api_client import CoordinatorClient
+from worker_client.backoff import Backoff
+from worker_client.errors import (
+    ApiError,
+    ConfigError,
+    CoordinatorUnavailable,
+    LeaseLost,
+    ResultRejected,
+    ResultTooLarge,
+    RunFinished,
+    UnknownToken,
+    WorkerError,
+    WorkerRevoked,
+)
+from worker_client.heartbeat import Heartbeat
+from worker_client.identity import Identity, IdentityStore
+from worker_client.images import ImageSource, open_image_source
+from worker_client.report import Totals, duration, hardware_lines, megabytes, metrics_line
+from worker_client.settings import WorkerSettings
+from worker_client.stopping import ForceStop, StopSignal
+from worker_client.weights import WeightsCache
+
+log = logging.getLogger("worker_client")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_AUTH = 3
+EXIT_FORCED = 130  # the shell's convention for "ended by Ctrl+C"
+
+_T = TypeVar("_T")
+
+
+class Worker:
+    """One student's worker: an identity, a device, and the loop."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        client: CoordinatorClient,
+        store: IdentityStore,
+        stop: StopSignal,
+        *,
+        device: torch.device,
+        hardware: HardwareInfo,
+        new_identity: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.stop = stop
+        self.device = device
+        self.hardware = hardware
+        self.new_identity = new_identity
+        self.totals = Totals()
+        self.weights = WeightsCache(client.weights, device)
+        self.heartbeat = Heartbeat(client.heartbeat, settings.heartbeat_interval)
+        self.current: WorkUnit | None = None
+        self._source: tuple[DatasetInfo, ImageSource] | None = None
+        self._outage_since: float | None = None
+        self._outage_reported = 0.0
+        self._reregistered = False
+
+    # --- top level ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Join (or rejoin) the class, then work until told to stop; returns the exit code."""
+        log.info("Initializing gan-worker for %s", self.settings.url)
+        for line in hardware_lines(self.hardware, self.settings.batch_size):
+            log.info(line)
+        identity = self._join()
+        log.info("Worker id %d, name %r", identity.worker_id, identity.name)
+        self.heartbeat.start()
+        try:
+            return self._loop()
+        except ForceStop:
+            self._release_current()
+            log.info("Stopped at once. %s", self.totals.line())
+            return EXIT_FORCED
+        finally:
+            self.heartbeat.stop()
+
+    def _join(self) -> Identity:
+        url, name = self.settings.url, self.settings.name
+        stored = None if self.new_identity else self.store.load(url, name)
+        if stored is not None:
+            self.client.token = stored.token
+            log.info("Using the saved identity from %s", self.store.path)
+            return stored
+        if not self.settings.join_code:
+            raise ConfigError(
+                f"this worker has not joined the class at {url} yet: run it once with "
+                "--join-code CODE (your instructor has the code)"
+            )
+        hardware, join_code = self.hardware, self.settings.join_code
+        answer = self._retry(lambda: self.client.register(join_code, name, hardware))
+        identity = Identity(url=url, name=name, worker_id=answer.worker_id, token=answer.token)
+        self.store.save(identity)
+        self.client.token = identity.token
+        log.info("Joined the class as %r; identity saved in %s", answer.name, self.store.path)
+        return identity
+
+    def _loop(self) -> int:
+        idle = Backoff(self.settings.poll_interval, self.settings.max_poll_interval)
+        waiting = False
+        while True:
+            if self.stop.requested:
+                log.info("Stopped. %s", self.totals.line())
+                return EXIT_OK
+            limit = self.settings.max_units
+            if limit is not None and self.totals.units + self.totals.dropped >= limit:
+                log.info("Done: reached --max-units %d. %s", limit, self.totals.line())
+                return EXIT_OK
+            try:
+                unit = self._retry(lambda: self.client.claim(self._cached_shards()))
+                if unit is None:
+                    if not waiting:
+                        log.info("Waiting for work units...")
+                        waiting = True
+                    self.stop.wait(idle.next())
+                    continue
+                waiting = False
+                idle.reset()
+                self._process(unit)
+            except RunFinished:
+                log.info(
+                    "The training run is finished. Thank you for helping! %s", self.totals.line()
+                )
+                return EXIT_OK
+            except UnknownToken as exc:
+                if not self._rejoin(exc):
+                    return EXIT_AUTH
+            except WorkerRevoked as exc:
+                log.error(
+                    "The coordinator refused this worker: the instructor removed it (%s). "
+                    "Ask your instructor; to join again under a new name run with "
+                    "--name NEW_NAME --join-code CODE.",
+                    exc.detail,
+                )
+                return EXIT_AUTH
+            except CoordinatorUnavailable:
+                continue  # a stop request ended the wait; the top of the loop says goodbye
+            except ApiError as exc:  # an answer we did not expect: say so, wait, go on
+                log.warning("The coordinator answered %s; trying again shortly", exc)
+                self.stop.wait(idle.next())
+
+    def _rejoin(self, exc: UnknownToken) -> bool:
+        """401: the coordinator forgot this worker (e.g. a new class database)."""
+        self.store.forget(self.settings.url, self.settings.name)
+        if self._reregistered or not self.settings.join_code:
+            log.error(
+                "The coordinator does not know this worker's token (%s); it was probably "
+                "reset for a new class. The saved identity was removed: run again with "
+                "--join-code CODE to join again.",
+                exc.detail,
+            )
+            return False
+        log.warning("The coordinator does not know this worker any more; joining again")
+        self._reregistered = True
+        self.new_identity = True
+        identity = self._join()
+        log.info("Worker id %d, name %r", identity.worker_id, identity.name)
+        return True
+
+    # --- one unit ----------------------------------------------------------------------
+
+    def _process(self, unit: WorkUnit) -> None:
+        started = time.perf_counter()
+        n = len(unit.image_indices)
+        self.current = unit
+        self.stop.busy = True
+        self.heartbeat.hold(unit.lease_deadline)
+        try:
+            backup = " [backup copy]" if unit.is_backup else ""
+            log.info(
+                "Processing work unit %d (iteration %d)%s", unit.unit_id, unit.iteration, backup
+            )
+            batches = math.ceil(n / self.settings.batch_size)
+            log.info(
+                "  %d images in %d micro-batches of up to %d", n, batches, self.settings.batch_size
+            )
+            if unit.run.result_kind != GRADIENTS:
+                self._release_current()
+                raise ConfigError(
+                    f"this run asks for {unit.run.result_kind!r} results, which this version "
+                    "of gan-worker cannot compute yet; please update it"
+                )
+            body = self._compute(unit)
+            answer = self._upload(unit, body)
+        except LeaseLost as exc:
+            self.totals.dropped += 1
+            log.warning(
+                "Work unit %d is not needed any more (%s); moving on", unit.unit_id, exc.detail
+            )
+            return
+        except CoordinatorUnavailable:
+            self.totals.dropped += 1
+            log.error(
+                "Gave up on work unit %d: the coordinator stayed unreachable for %s (its "
+                "lease will expire and someone will redo it)",
+                unit.unit_id,
+                duration(self.settings.upload_retry_seconds),
+            )
+            return
+        except CodecError as exc:
+            log.error("The weights for iteration %d are damaged (%s)", unit.iteration, exc)
+            self._release_current()
+            return
+        except (ResultTooLarge, ResultRejected) as exc:
+            self.totals.dropped += 1
+            log.error("The coordinator refused the result of unit %d: %s", unit.unit_id, exc)
+            self._release_current()
+            return
+        finally:
+            self.heartbeat.drop()
+            self.current = None
+            self.stop.busy = False
+        if not answer.accepted:
+            self.totals.dropped += 1
+            log.info("Work unit %d was not counted (another copy came first)", unit.unit_id)
+            return
+        if answer.duplicate:
+            log.info("Work unit %d was already uploaded; counted once", unit.unit_id)
+        else:
+            log.info("Work unit %d completed successfully!", unit.unit_id)
+        self.totals.add(n, time.perf_counter() - started)
+        log.info(self.totals.line())
+
+    def _compute(self, unit: WorkUnit) -> bytes:
+        generator, discriminator = self._retry(
+            lambda: self.weights.networks_for(unit),
+            unit,
+            give_up_after=self.settings.upload_retry_seconds,
+        )
+        download = self.weights.last_download
+        if download is not None:
+            log.info(
+                "  Downloaded weights of iteration %d: %s in %.2f s",
+                download.iteration,
+                megabytes(download.num_bytes),
+                download.seconds,
+            )
+        images = self._image_source(unit.run.dataset).load(unit.image_indices)
+        with tqdm(
+            total=len(unit.image_indices),
+            unit="img",
+            desc="  Training",
+            disable=not self.settings.progress,
+            leave=False,
+            dynamic_ncols=True,
+        ) as bar:
+            result = compute_gradients(
+                generator,
+                discriminator,
+                images,
+                unit.image_indices,
+                batch_size=self.settings.batch_size,
+                seed=unit.run.seed,
+                iteration=unit.iteration,
+                on_micro_batch=lambda done: _advance(bar, done),
+            )
+        log.info("  %s", metrics_line(result.metrics))
+        return encode_result(result, DTYPE_NAMES[unit.run.result_dtype])
+
+    def _upload(self, unit: WorkUnit, body: bytes) -> ResultResponse:
+        started = time.perf_counter()
+        answer = self._retry(
+            lambda: self.client.upload(unit.unit_id, unit.lease_id, body),
+            unit,
+            give_up_after=self.settings.upload_retry_seconds,
+        )
+        log.info("  Uploaded %s in %.2f s", megabytes(len(body)), time.perf_counter() - started)
+        return answer
+
+    def _image_source(self, dataset: DatasetInfo) -> ImageSource:
+        if self._source is None or self._source[0] != dataset:
+            source = open_image_source(dataset)
+            log.info("Dataset: %s, %d images (%s)", dataset.dataset_id, len(source), dataset.kind)
+            self._source = (dataset, source)
+        return self._source[1]
+
+    def _cached_shards(self) -> list[int]:
+        return self._source[1].cached_shards() if self._source else []
+
+    def _release_current(self) -> None:
+        unit = self.current
+        if unit is None:
+            return
+        try:
+            self.client.release(unit.unit_id, unit.lease_id)
+            log.info("Handed work unit %d back to the coordinator", unit.unit_id)
+        except WorkerError as exc:
+            log.info(
+                "Could not hand work unit %d back (%s); its lease will expire", unit.unit_id, exc
+            )
+        self.current = None
+
+    # --- outages -----------------------------------------------------------------------
+
+    def _retry(
+        self,
+        call: Callable[[], _T],
+        unit: WorkUnit | None = None,
+        *,
+        give_up_after: float | None = None,
+    ) -> _T:
+        """``call()`` until the coordinator answers; outages are reported, never fatal.
+
+        Without a unit a stop request ends the wait (raising the outage again); with a
+        unit the retries go on, because the first Ctrl+C promises to upload it.
+        """
+        backoff = Backoff(1.0, self.settings.max_poll_interval)
+        first_failure = time.monotonic()
+        while True:
+            try:
+                value = call()
+            except CoordinatorUnavailable as exc:
+                self._report_outage(exc)
+                if give_up_after is not None and time.monotonic() - first_failure > give_up_after:
+                    raise
+                delay = backoff.next()
+                if unit is None:
+                    if self.stop.wait(delay):
+                        raise
+                else:
+                    time.sleep(delay)  # only a second Ctrl+C (ForceStop) interrupts this
+                continue
+            self._report_recovery()
+            return value
+
+    def _report_outage(self, exc: CoordinatorUnavailable) -> None:
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = self._outage_reported = now
+            log.warning(
+                "Cannot reach the coordinator at %s (%s). Retrying; the worker carries on "
+                "when it is back.",
+                self.settings.url,
+                exc,
+            )
+        elif now - self._outage_reported >= 30:
+            self._outage_reported = now
+            log.warning(
+                "Still cannot reach the coordinator (for %s); retrying",
+                duration(now - self._outage_since),
+            )
+
+    def _report_recovery(self) -> None:
+        if self._outage_since is not None:
+            log.info(
+                "Reconnected to the coordinator after %s",
+                duration(time.monotonic() - self._outage_since),
+            )
+            self._outage_since = None
+
+
+def _advance(bar: tqdm, images: int) -> None:
+    bar.update(images)
