@@ -52,8 +52,10 @@ def aggregate(results: Sequence[UnitResult]) -> Aggregate:
         if len(dicts) == 1:
             return {k: v.float().clone() for k, v in dicts[0].items()}
         return {
-            key: sum((w * d[key].float() for w, d in zip(weights, dicts, strict=True)),
-                     torch.zeros_like(dicts[0][key], dtype=torch.float32))
+            key: sum(
+                (w * d[key].float() for w, d in zip(weights, dicts, strict=True)),
+                torch.zeros_like(dicts[0][key], dtype=torch.float32),
+            )
             for key in dicts[0]
         }
 

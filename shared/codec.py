@@ -90,7 +90,9 @@ def encode_result(result: UnitResult, dtype: torch.dtype = torch.float32) -> byt
     if dtype not in DTYPE_NAMES.values():
         raise CodecError(f"unsupported wire dtype {dtype}")
     prefix = _RESULT_TENSOR_PREFIX[result.kind]
-    tensors = {prefix + k: v.detach().to("cpu", dtype).contiguous() for k, v in result.tensors.items()}
+    tensors = {
+        prefix + k: v.detach().to("cpu", dtype).contiguous() for k, v in result.tensors.items()
+    }
     tensors.update(
         {_BUFFER + k: v.detach().to("cpu", dtype).contiguous() for k, v in result.buffers.items()}
     )
@@ -202,6 +204,11 @@ def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
     )
 
 
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The metadata of a safetensors body, read without touching its tensors."""
+    return _read_header(data)[1]
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
@@ -248,7 +255,9 @@ def _check_header(
         if info.get("dtype") not in allowed:
             raise CodecError(f"tensor {name!r}: dtype {info.get('dtype')} not in {allowed}")
         if tuple(info.get("shape", ())) != shape:
-            raise CodecError(f"tensor {name!r}: shape {info.get('shape')} != expected {list(shape)}")
+            raise CodecError(
+                f"tensor {name!r}: shape {info.get('shape')} != expected {list(shape)}"
+            )
 
 
 def _load_finite(data: bytes) -> dict[str, Tensor]:

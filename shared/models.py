@@ -114,6 +114,7 @@ def build_models(config: ModelConfig, seed: int | None = None) -> tuple[Generato
 
 # --- the flat weight layout ------------------------------------------------------------
 
+
 def _is_synced_buffer(name: str) -> bool:
     # num_batches_tracked only matters when BatchNorm momentum is None (it is 0.1 here),
     # and an int64 counter would be the one non-float tensor on the wire.
@@ -146,7 +147,9 @@ def buffer_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, Te
 
 def model_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, Tensor]:
     """W_t as one flat dict: parameters and BatchNorm buffers of both nets (CPU copies)."""
-    state = {k: p.detach().clone().cpu() for k, p in named_parameters(generator, discriminator).items()}
+    state = {
+        k: p.detach().clone().cpu() for k, p in named_parameters(generator, discriminator).items()
+    }
     state.update(buffer_state(generator, discriminator))
     return state
 

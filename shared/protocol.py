@@ -154,3 +154,122 @@ class ErrorResponse(_Model):
 
     detail: str
     code: str = Field(examples=["stale_iteration"])
+
+
+# --- runs, progress and administration (added with the coordinator, issue 3) ---------------
+
+
+class BuiltinDatasetConfig(_Model):
+    """The built-in procedurally drawn faces (shared.builtin_faces), the default dataset."""
+
+    kind: Literal["builtin"] = "builtin"
+    size: int = Field(default=20_000, ge=1, le=10_000_000)
+    builtin_seed: int = Field(default=0, ge=0)
+    shard_size: int = Field(default=1000, ge=1, description="virtual shard size; units never cross")
+
+
+class RunConfig(_Model):
+    """Every option of a training run; stored with the run and never changed afterwards."""
+
+    dataset: BuiltinDatasetConfig = Field(default_factory=BuiltinDatasetConfig)
+    images_per_unit: int = Field(default=320, ge=1, le=100_000)
+    units_per_step: int = Field(default=4, ge=1, le=10_000)
+    step_timeout: float = Field(default=300.0, gt=0, description="seconds from iteration start")
+    lease_seconds: float = Field(default=300.0, gt=0)
+    backup_after_seconds: float = Field(
+        default=60.0, ge=0, description="an outstanding lease this old may get a backup copy"
+    )
+    lr: float = Field(default=2e-4, gt=0)
+    beta1: float = Field(default=0.5, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    latent_dim: int = Field(default=100, ge=1, le=4096)
+    generator_features: int = Field(default=64, ge=1, le=1024)
+    discriminator_features: int = Field(default=64, ge=1, le=1024)
+    seed: int = Field(default=0, ge=0, le=2**62)
+    max_epochs: int | None = Field(default=None, ge=1)
+    max_iterations: int | None = Field(default=None, ge=1)
+    result_kind: ResultKind = "gradients"
+    result_dtype: WireDtype = "float32"
+
+
+class RunStartRequest(_Model):
+    """Start a run: a class-size preset fills values, ``config`` overrides any of them."""
+
+    preset: Literal["small", "medium", "large"] | None = None
+    config: dict[str, object] = Field(default_factory=dict, examples=[{"units_per_step": 2}])
+
+
+RunStatusName = Literal["active", "paused", "finished", "stopped"]
+
+
+class RunSummary(_Model):
+    """A run as stored: its config and where it is."""
+
+    run_id: int
+    status: RunStatusName
+    iteration: int
+    epoch: int
+    config: RunConfig
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class UnitCounts(_Model):
+    """Work units of the current epoch by state."""
+
+    pending: int = 0
+    leased: int = 0
+    done: int = 0
+
+
+class StatusResponse(_Model):
+    """GET /status: the current (or latest) run and what the class is doing right now."""
+
+    run: RunSummary | None
+    units: UnitCounts
+    results_waiting: int = Field(description="accepted results for the current iteration")
+    active_workers: int = Field(description="workers heard from in the last two minutes")
+    total_workers: int
+
+
+class HistoryEntry(_Model):
+    """One optimizer step: the averaged losses and D accuracies of its results."""
+
+    iteration: int
+    epoch: int
+    g_loss: float
+    d_loss: float
+    d_real_accuracy: float
+    d_fake_accuracy: float
+    num_results: int
+    num_workers: int
+    num_images: int
+    step_seconds: float
+    created_at: datetime
+
+
+class LeaderboardEntry(_Model):
+    """A worker's contribution so far (counted when its results go into a step)."""
+
+    worker_id: int
+    name: str
+    total_images: int
+    total_work_units: int
+    last_heartbeat: datetime | None
+    device: str
+    device_name: str
+    revoked: bool = False
+
+
+class JoinCodeResponse(_Model):
+    """The class join code students register with."""
+
+    join_code: str
+
+
+class RevokeResponse(_Model):
+    """A revoked worker: its leases ended and its unconsumed results dropped."""
+
+    worker_id: int
+    leases_ended: int
+    results_dropped: int

@@ -63,7 +63,7 @@ def noise_seed(seed: int, iteration: int, index: int) -> int:
 
 
 def image_noise(seed: int, iteration: int, indices: Sequence[int], latent_dim: int) -> Tensor:
-    """Latent vectors (N, latent_dim, 1, 1) on the CPU, one per image index, reproducible anywhere."""
+    """Latent vectors (N, latent_dim, 1, 1) on the CPU, one per image index, same anywhere."""
     z = torch.empty(len(indices), latent_dim)
     rng = torch.Generator()
     for row, index in enumerate(indices):
@@ -104,7 +104,7 @@ def compute_gradients(
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     device = next(generator.parameters()).device
-    latent_dim = generator.latent_dim
+    latent_dim = int(generator.latent_dim)  # type: ignore[arg-type]
     images, order = sort_by_index(images, indices)
     g_params = list(generator.parameters())
     d_params = list(discriminator.parameters())

@@ -30,4 +30,6 @@ def weights(config: ModelConfig) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def images() -> torch.Tensor:
-    return torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    return torch.randint(
+        0, 256, (16, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(7)
+    )

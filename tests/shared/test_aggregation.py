@@ -52,8 +52,13 @@ def _distributed_steps(config, weights, batches, adam: AdamConfig):
     for iteration, (images, indices) in enumerate(batches):
         generator, discriminator = networks_at(config, current)
         result = compute_gradients(
-            generator, discriminator, images, indices,
-            batch_size=len(indices), seed=SEED, iteration=iteration,
+            generator,
+            discriminator,
+            images,
+            indices,
+            batch_size=len(indices),
+            seed=SEED,
+            iteration=iteration,
         )
         current, state = apply_gradients(current, aggregate([result]), state, adam)
     return current
@@ -74,7 +79,10 @@ def test_one_result_step_equals_a_local_adam_step(config: ModelConfig, weights, 
 def test_local_reference_uses_the_networks_buffers(config, weights) -> None:
     # Guard for the test above: the buffers it compares are the ones BatchNorm updates.
     generator, discriminator = networks_at(config, weights)
-    assert buffer_state(generator, discriminator).keys() == StateSpec.from_config(config).buffers.keys()
+    assert (
+        buffer_state(generator, discriminator).keys()
+        == StateSpec.from_config(config).buffers.keys()
+    )
 
 
 def _result(num_samples: int, value: float, g_loss: float) -> UnitResult:

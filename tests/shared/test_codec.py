@@ -125,8 +125,14 @@ def test_the_error_names_the_offending_tensor(result, spec) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"\x00" * 7, b"hello world, not safetensors", struct.pack("<Q", 10**12) + b"{}",
-     struct.pack("<Q", 4) + b"[1,]", b"\x80\x04\x95pickle-looking bytes"],
+    [
+        b"",
+        b"\x00" * 7,
+        b"hello world, not safetensors",
+        struct.pack("<Q", 10**12) + b"{}",
+        struct.pack("<Q", 4) + b"[1,]",
+        b"\x80\x04\x95pickle-looking bytes",
+    ],
 )
 def test_bodies_that_are_not_safetensors_are_refused(body: bytes, spec) -> None:
     with pytest.raises(CodecError, match="not a"):

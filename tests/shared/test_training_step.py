@@ -16,8 +16,13 @@ SEED, ITERATION = 11, 4
 def _unit(config, weights, images, indices, batch_size):
     generator, discriminator = networks_at(config, weights)
     return compute_gradients(
-        generator, discriminator, images, indices,
-        batch_size=batch_size, seed=SEED, iteration=ITERATION,
+        generator,
+        discriminator,
+        images,
+        indices,
+        batch_size=batch_size,
+        seed=SEED,
+        iteration=ITERATION,
     )
 
 
@@ -50,7 +55,9 @@ def test_d_gradient_is_the_d_loss_alone_and_g_gradient_the_g_loss_alone(
     # And the G loss really would have leaked: D's gradient of (D loss + G loss) differs.
     d_loss_on_fake = F.binary_cross_entropy(out, torch.zeros_like(out))
     d_loss_real = F.binary_cross_entropy(d_real, torch.ones_like(d_real))
-    leaked = torch.autograd.grad(d_loss_real + d_loss_on_fake + g_loss, list(discriminator.parameters()))
+    leaked = torch.autograd.grad(
+        d_loss_real + d_loss_on_fake + g_loss, list(discriminator.parameters())
+    )
     assert not torch.allclose(leaked[-1], d_grads[-1])
 
 
