@@ -93,7 +93,6 @@ class Worker:
         try:
             return self._loop()
         except ForceStop:
-            self._release_current()
             log.info("Stopped at once. %s", self.totals.line())
             return EXIT_FORCED
         finally:
@@ -212,6 +211,9 @@ class Worker:
                 "Work unit %d is not needed any more (%s); moving on", unit.unit_id, exc.detail
             )
             return
+        except ForceStop:  # the second Ctrl+C: hand the unit back before quitting
+            self._release_current()
+            raise
         except CoordinatorUnavailable:
             self.totals.dropped += 1
             log.error(
@@ -328,7 +330,7 @@ class Worker:
         Without a unit a stop request ends the wait (raising the outage again); with a
         unit the retries go on, because the first Ctrl+C promises to upload it.
         """
-        backoff = Backoff(1.0, self.settings.max_poll_interval)
+        backoff = Backoff(min(1.0, self.settings.poll_interval), self.settings.max_poll_interval)
         first_failure = time.monotonic()
         while True:
             try:
