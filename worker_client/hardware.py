@@ -9,41 +9,19 @@ import socket
 import psutil
 import torch
 
+from shared import devices as shared_devices
 from shared.protocol import HardwareInfo
 from worker_client.errors import ConfigError
 
 _GB = 1024**3
 
 
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
 def resolve_device(choice: str) -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit choice is checked."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda:0")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(choice)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {choice}: this torch ({torch.__version__}) sees no CUDA GPU; "
-                "use --device cpu or install a CUDA build of torch"
-            )
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {choice}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
-        return torch.device("cuda", index)
-    if device.type == "mps" and not _mps_available():
-        raise ConfigError("--device mps: Apple's MPS backend is not available here")
-    return device
+    try:
+        return shared_devices.resolve_device(choice)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def device_name(device: torch.device) -> str:
