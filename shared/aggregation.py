@@ -117,3 +117,40 @@ def apply_gradients(
     new_weights, new_state = adam_step(weights, combined.tensors, state, config)
     new_weights.update(combined.buffers)
     return new_weights, new_state
+
+
+@dataclass(frozen=True)
+class OuterConfig:
+    """The coordinator's optimizer over averaged weight changes (DiLoCo: Nesterov SGD)."""
+
+    lr: float = 0.7
+    momentum: float = 0.9
+    nesterov: bool = True
+
+
+def apply_deltas(
+    weights: Mapping[str, Tensor],
+    combined: Aggregate,
+    state: OptimizerState,
+    config: OuterConfig,
+) -> tuple[dict[str, Tensor], OptimizerState]:
+    """W_t+1 from averaged W_t - W_local changes, used as an outer gradient.
+
+    Follows torch.optim.SGD (dampening 0): with momentum 0 and lr 1 it lands exactly on
+    the workers' mean local weights.
+    """
+    momentum = dict(state.momentum or {})
+    new_weights = dict(weights)
+    for name, delta in combined.tensors.items():
+        update = delta
+        if config.momentum:
+            buf = momentum.get(name)
+            buf = delta.clone() if buf is None else buf.mul(config.momentum).add_(delta)
+            momentum[name] = buf
+            update = delta.add(buf, alpha=config.momentum) if config.nesterov else buf
+        new_weights[name] = weights[name].sub(update, alpha=config.lr)
+    new_weights.update(combined.buffers)
+    new_state = OptimizerState(
+        state.step + 1, state.exp_avg, state.exp_avg_sq, momentum if config.momentum else None
+    )
+    return new_weights, new_state
