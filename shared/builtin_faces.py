@@ -6,8 +6,8 @@ pure function of ``(seed, index)`` (its own ``numpy.random.default_rng([seed, in
 never the global RNG), so the coordinator and every worker agree on image ``i`` without
 shipping a byte, and a unit's result can be recomputed. The faces vary in skin tone,
 head shape, pose, hair, eyes, brows, nose, mouth, glasses and background, which is
-enough shared structure (two eyes above a mouth inside an oval) that a DCGAN visibly
-learns it within an epoch or two, and enough variety that it cannot just memorise one.
+enough shared structure (two eyes above a mouth inside an oval) for a DCGAN to show
+visible progress early, and enough variety that it cannot just memorise one picture.
 
 Drawing happens with Pillow at 4x (256x256) without anti-aliasing and is then
 downsampled with LANCZOS, which anti-aliases for free; see ``docs/builtin-dataset.md``.
@@ -19,6 +19,7 @@ import colorsys
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from PIL import Image, ImageDraw
 IMAGE_SIZE = 64
 _SCALE = 4
 _CANVAS = IMAGE_SIZE * _SCALE  # drawn at 256x256, stored at 64x64
+# The person layer is wider and taller than the canvas so that a tilted, shifted or
+# zoomed-out pose never pulls the cut edge of the shoulders into view.
+_MARGIN = 72
 
 Color = tuple[int, int, int]
 
@@ -59,6 +63,7 @@ _EYE_COLORS: tuple[Color, ...] = (
     (110, 120, 130),
 )
 _HAIR_STYLES = ("none", "short", "long", "bob", "curly", "bun", "fringe", "mohawk", "cap")
+_HAIR_WEIGHTS = (0.09, 0.2, 0.17, 0.1, 0.1, 0.07, 0.12, 0.04, 0.07)
 
 # Masks for the gradient backgrounds, made once: 64x64 is enough for a smooth ramp.
 _VERTICAL = Image.linear_gradient("L").resize((IMAGE_SIZE, IMAGE_SIZE))
@@ -82,6 +87,14 @@ class _Draws:
 
     def pick(self, n: int) -> int:
         return min(int(self.uniform() * n), n - 1)
+
+    def weighted(self, weights: Sequence[float]) -> int:
+        u = self.uniform() * sum(weights)
+        for i, w in enumerate(weights):
+            u -= w
+            if u < 0:
+                return i
+        return len(weights) - 1
 
 
 def _mix(a: Color, b: Color, t: float) -> Color:
@@ -118,180 +131,219 @@ def _background(d: _Draws) -> Image.Image:
     )
 
 
-def _draw_person(d: _Draws) -> Image.Image:  # noqa: C901 - one straight-line recipe
-    """Draw head, hair, features and shoulders upright at 4x on a transparent layer."""
-    layer = Image.new("RGBA", (_CANVAS, _CANVAS), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    skin = _skin(d)
-    shade = _mix(skin, (40, 20, 10), 0.28)
-    if d.chance(0.08):
-        hair = _DYED_HAIR[d.pick(len(_DYED_HAIR))]
-    else:
-        hair = _HAIR_COLORS[d.pick(len(_HAIR_COLORS))]
-    style = _HAIR_STYLES[d.pick(len(_HAIR_STYLES))]
+@dataclass(frozen=True)
+class _Head:
+    """Where the head sits on the 4x person layer and the colours it is drawn in."""
 
-    cx, cy = 128.0, 118.0
-    rx, ry = d.uniform(50, 66), d.uniform(62, 80)
-    top, chin = cy - ry, cy + ry
+    cx: float  # head centre
+    cy: float
+    rx: float  # half width and half height of the face oval
+    ry: float
+    fx: float  # centre line of the features: off cx when the head is slightly turned
+    skin: Color
+    shade: Color  # outlines, neck, nose
+    hair: Color
+    natural: Color  # beard colour, never dyed
+    style: str
 
-    # Long hair and volume sit behind everything else.
-    if style == "long":
-        reach = chin + d.uniform(10, 60)
-        draw.rounded_rectangle(
-            (cx - rx - 12, top - 10, cx + rx + 12, reach), radius=int(rx * 0.8), fill=hair
-        )
-    elif style == "bob":
-        draw.ellipse((cx - rx - 16, top - 14, cx + rx + 16, chin - 8), fill=hair)
-    elif style == "curly":
+    @property
+    def top(self) -> float:
+        return self.cy - self.ry
+
+    @property
+    def chin(self) -> float:
+        return self.cy + self.ry
+
+    @property
+    def ear_y(self) -> float:
+        return self.cy + self.ry * 0.02
+
+
+def _draw_back_hair(draw: ImageDraw.ImageDraw, d: _Draws, h: _Head) -> None:
+    cx, cy, rx, ry = h.cx, h.cy, h.rx, h.ry
+    if h.style == "long":
+        reach = h.chin + d.uniform(10, 60)
+        box = (cx - rx - 12, h.top - 10, cx + rx + 12, reach)
+        draw.rounded_rectangle(box, radius=int(rx * 0.8), fill=h.hair)
+    elif h.style == "bob":
+        draw.ellipse((cx - rx - 16, h.top - 14, cx + rx + 16, h.chin - 8), fill=h.hair)
+    elif h.style == "curly":
         puff = rx * d.uniform(0.28, 0.4)
         for k in range(11):
-            a = math.pi * (0.95 + k * 1.1 / 10)
+            a = math.pi * (0.95 + k * 0.11)
             px, py = cx + (rx + 4) * math.cos(a), cy - 10 + (ry + 2) * math.sin(a)
-            draw.ellipse((px - puff, py - puff, px + puff, py + puff), fill=hair)
-    elif style == "bun":
+            draw.ellipse((px - puff, py - puff, px + puff, py + puff), fill=h.hair)
+    elif h.style == "bun":
         bun = rx * d.uniform(0.35, 0.5)
-        draw.ellipse((cx - bun, top - 1.6 * bun, cx + bun, top + 0.4 * bun), fill=hair)
+        draw.ellipse((cx - bun, h.top - 1.6 * bun, cx + bun, h.top + 0.4 * bun), fill=h.hair)
 
-    # Shoulders run past the canvas so pose offsets never show an edge.
+
+def _draw_body_and_head(draw: ImageDraw.ImageDraw, d: _Draws, h: _Head) -> None:
+    cx, cy, rx, ry, chin = h.cx, h.cy, h.rx, h.ry, h.chin
+    # The shoulders run off the bottom of the layer, which is larger than the canvas.
     shirt = _hsv(d.uniform(), d.uniform(0.2, 0.8), d.uniform(0.25, 0.9))
     width = rx * d.uniform(1.7, 2.3)
     draw.ellipse((cx - width, chin + 22, cx + width, chin + 260), fill=shirt)
-    draw.rectangle((cx - rx * 0.42, cy + ry * 0.5, cx + rx * 0.42, chin + 34), fill=shade)
-    if d.chance(0.5):  # a collar
-        draw.polygon(
-            [(cx - rx * 0.5, chin + 26), (cx, chin + 56), (cx + rx * 0.5, chin + 26)], fill=shade
-        )
-
-    ear_y = cy + ry * 0.02
+    draw.rectangle((cx - rx * 0.42, cy + ry * 0.5, cx + rx * 0.42, chin + 34), fill=h.shade)
+    if d.chance(0.5):  # an open collar
+        neckline = [(cx - rx * 0.5, chin + 26), (cx, chin + 56), (cx + rx * 0.5, chin + 26)]
+        draw.polygon(neckline, fill=h.shade)
     for side in (-1, 1):
         ex = cx + side * rx * 0.96
-        draw.ellipse((ex - 11, ear_y - 17, ex + 11, ear_y + 17), fill=skin, outline=shade, width=3)
+        ear = (ex - 11, h.ear_y - 17, ex + 11, h.ear_y + 17)
+        draw.ellipse(ear, fill=h.skin, outline=h.shade, width=3)
     if d.chance(0.18):  # earrings
         metal = (232, 196, 80) if d.chance(0.5) else (200, 204, 212)
         for side in (-1, 1):
             ex = cx + side * rx * 0.98
-            draw.ellipse((ex - 5, ear_y + 16, ex + 5, ear_y + 26), fill=metal)
-
-    draw.ellipse((cx - rx, top, cx + rx, chin), fill=skin, outline=shade, width=3)
-
-    # A slight head turn: features slide sideways inside the oval.
-    turn = d.uniform(-0.12, 0.12) * rx
-    fx = cx + turn
-
-    if d.chance(0.15):  # beard or moustache, drawn before the mouth
+            draw.ellipse((ex - 5, h.ear_y + 16, ex + 5, h.ear_y + 26), fill=metal)
+    draw.ellipse((cx - rx, h.top, cx + rx, chin), fill=h.skin, outline=h.shade, width=3)
+    if d.chance(0.15):  # a beard (sometimes) and a moustache, under the mouth
         if d.chance(0.6):
-            draw.chord((cx - rx, cy - ry * 0.6, cx + rx, chin + 4), 20, 160, fill=hair)
-        draw.ellipse((fx - rx * 0.38, cy + ry * 0.33, fx + rx * 0.38, cy + ry * 0.48), fill=hair)
+            draw.chord((cx - rx, cy - ry * 0.6, cx + rx, chin + 4), 20, 160, fill=h.natural)
+        tache = (h.fx - rx * 0.38, cy + ry * 0.33, h.fx + rx * 0.38, cy + ry * 0.48)
+        draw.ellipse(tache, fill=h.natural)
 
-    # Front hair over the forehead.
+
+def _draw_front_hair(draw: ImageDraw.ImageDraw, d: _Draws, h: _Head) -> None:
+    cx, cy, rx, ry, top, style = h.cx, h.cy, h.rx, h.ry, h.top, h.style
     hairline = cy - ry * d.uniform(0.42, 0.65)
-    cap = (cx - rx - 6, top - 12, cx + rx + 6, 2 * hairline - top + 12)
-    if style in ("short", "long", "bob", "curly", "bun"):
-        draw.chord(cap, 180, 360, fill=hair)
-        if style in ("long", "bob") and d.chance(0.5):  # a parting
-            px = cx + d.uniform(-0.4, 0.4) * rx
-            draw.line((px, top - 6, px + 4, hairline - 14), fill=_mix(hair, skin, 0.35), width=4)
+    # The upper half of this box, as a chord, covers the crown down to the hairline.
+    crown = (cx - rx - 6, top - 12, cx + rx + 6, 2 * hairline - top + 12)
+    if style in ("short", "fringe") or (style == "cap" and d.chance(0.6)):
+        # Hair at the temples, so that a short cut reads as hair and not as a hat.
+        for side in (-1, 1):
+            sx = cx + side * rx * 0.9
+            draw.ellipse((sx - 9, hairline - 20, sx + 9, h.ear_y - 8), fill=h.hair)
+    if style in ("short", "long", "bob", "curly", "bun", "fringe"):
+        draw.chord(crown, 180, 360, fill=h.hair)
+    if style in ("long", "bob") and d.chance(0.5):  # a parting
+        px = cx + d.uniform(-0.4, 0.4) * rx
+        draw.line((px, top - 6, px + 4, hairline - 14), fill=_mix(h.hair, h.skin, 0.35), width=4)
     elif style == "fringe":
-        draw.chord(cap, 180, 360, fill=hair)
         low = cy - ry * d.uniform(0.3, 0.42)
-        draw.chord((cx - rx, top - 4, cx + rx, 2 * low - top + 4), 185, 355, fill=hair)
+        draw.chord((cx - rx, top - 4, cx + rx, 2 * low - top + 4), 185, 355, fill=h.hair)
     elif style == "mohawk":
         w = rx * d.uniform(0.15, 0.3)
-        draw.ellipse((cx - w, top - 28, cx + w, hairline + 10), fill=hair)
+        draw.ellipse((cx - w, top - 28, cx + w, hairline + 10), fill=h.hair)
     elif style == "cap":
         hat = _hsv(d.uniform(), d.uniform(0.4, 0.9), d.uniform(0.3, 0.9))
-        draw.chord(cap, 180, 360, fill=hat)
-        brim = cx + (rx * 0.35 if d.chance(0.5) else -rx * 0.35)
-        draw.ellipse((brim - rx * 0.9, hairline - 10, brim + rx * 0.9, hairline + 10), fill=hat)
-    elif d.chance(0.5):  # bald on top, hair at the sides
+        draw.chord(crown, 180, 360, fill=hat)
+        peak = cx + (rx * 0.35 if d.chance(0.5) else -rx * 0.35)
+        draw.ellipse((peak - rx * 0.9, hairline - 10, peak + rx * 0.9, hairline + 10), fill=hat)
+    elif style == "none" and d.chance(0.5):  # bald on top, a little hair at the sides
         for side in (-1, 1):
-            sx = cx + side * rx * 0.86
-            draw.ellipse((sx - 12, cy - ry * 0.5, sx + 12, cy + ry * 0.05), fill=hair)
+            sx = cx + side * rx * 0.93
+            draw.ellipse((sx - 7, cy - ry * 0.45, sx + 7, cy - ry * 0.02), fill=h.hair)
 
-    # Eyes.
+
+def _draw_features(draw: ImageDraw.ImageDraw, d: _Draws, h: _Head) -> None:
+    cx, cy, rx, ry, fx, shade = h.cx, h.cy, h.rx, h.ry, h.fx, h.shade
+    # Eyes and brows.
     eye_y = cy - ry * d.uniform(0.02, 0.16)
     spacing = rx * d.uniform(0.34, 0.46)
-    ew = rx * d.uniform(0.13, 0.21)
+    ew = rx * d.uniform(0.15, 0.23)
     eh = ew * d.uniform(0.6, 0.95)
     iris = _EYE_COLORS[d.pick(len(_EYE_COLORS))]
     gaze_x, gaze_y = d.uniform(-0.3, 0.3) * ew, d.uniform(-0.15, 0.15) * eh
     closed = d.chance(0.06)
-    brow = _mix(hair, (20, 15, 10), 0.3) if style != "none" else _mix(shade, (20, 15, 10), 0.3)
-    brow_lift, brow_tilt = eh + d.uniform(6, 18), d.uniform(-7, 7)
-    brow_w = int(d.uniform(4, 10))
+    brow = _mix(h.hair if h.style != "none" else shade, (20, 15, 10), 0.3)
+    brow_lift, brow_tilt, brow_w = eh + d.uniform(6, 18), d.uniform(-7, 7), int(d.uniform(4, 10))
     for side in (-1, 1):
         ex = fx + side * spacing
+        eye = (ex - ew, eye_y - eh, ex + ew, eye_y + eh)
         if closed:
-            draw.arc((ex - ew, eye_y - eh, ex + ew, eye_y + eh), 20, 160, fill=(40, 25, 20), width=4)
+            draw.arc(eye, 20, 160, fill=(40, 25, 20), width=4)
         else:
-            draw.ellipse((ex - ew, eye_y - eh, ex + ew, eye_y + eh), fill=(250, 250, 246))
-            ir = eh * 0.85
-            ix, iy = ex + gaze_x, eye_y + gaze_y
+            draw.ellipse(eye, fill=(250, 250, 246))
+            ir, ix, iy = eh * 0.85, ex + gaze_x, eye_y + gaze_y
             draw.ellipse((ix - ir, iy - ir, ix + ir, iy + ir), fill=iris)
             pr = ir * 0.5
             draw.ellipse((ix - pr, iy - pr, ix + pr, iy + pr), fill=(15, 10, 10))
             draw.ellipse((ix - pr + 3, iy - pr, ix - pr + 9, iy - pr + 6), fill=(255, 255, 255))
-            draw.arc((ex - ew, eye_y - eh, ex + ew, eye_y + eh), 190, 350, fill=shade, width=4)
+            draw.arc(eye, 190, 350, fill=shade, width=4)  # upper lid
         by = eye_y - brow_lift
-        draw.line(
-            (ex - ew * 1.1, by + side * brow_tilt, ex + ew * 1.1, by - side * brow_tilt),
-            fill=brow,
-            width=brow_w,
-        )
+        brow_line = (ex - ew * 1.1, by + side * brow_tilt, ex + ew * 1.1, by - side * brow_tilt)
+        draw.line(brow_line, fill=brow, width=brow_w)
 
-    # Nose.
-    ny = cy + ry * d.uniform(0.15, 0.28)
-    nw = rx * d.uniform(0.1, 0.18)
+    # Nose: a hook, two nostrils or an angled line.
+    ny, nw = cy + ry * d.uniform(0.15, 0.28), rx * d.uniform(0.1, 0.18)
     nose = d.pick(3)
     if nose == 0:
         draw.arc((fx - nw, ny - nw, fx + nw, ny + nw), 20, 160, fill=shade, width=4)
     elif nose == 1:
         for side in (-1, 1):
-            draw.ellipse((fx + side * nw * 0.6 - 3, ny - 3, fx + side * nw * 0.6 + 3, ny + 3), fill=shade)
+            nx = fx + side * nw * 0.6
+            draw.ellipse((nx - 3, ny - 3, nx + 3, ny + 3), fill=shade)
     else:
         draw.line((fx, eye_y + eh, fx - nw * 0.6, ny, fx + nw * 0.3, ny), fill=shade, width=4)
 
-    # Mouth.
-    my = cy + ry * d.uniform(0.47, 0.6)
-    mw = rx * d.uniform(0.25, 0.5)
-    lip = _mix(skin, (170, 40, 50), d.uniform(0.35, 0.7))
+    # Mouth: smile, neutral, open grin or a surprised "o".
+    my, mw = cy + ry * d.uniform(0.47, 0.6), rx * d.uniform(0.25, 0.5)
+    lip = _mix(h.skin, (170, 40, 50), d.uniform(0.35, 0.7))
     mouth = d.pick(4)
-    if mouth == 0:  # smile
+    if mouth == 0:
         draw.arc((fx - mw, my - mw * 0.7, fx + mw, my + mw * 0.3), 20, 160, fill=lip, width=6)
-    elif mouth == 1:  # neutral
+    elif mouth == 1:
         draw.line((fx - mw * 0.8, my, fx + mw * 0.8, my), fill=lip, width=6)
-    elif mouth == 2:  # open grin with teeth
+    elif mouth == 2:
         box = (fx - mw, my - mw * 0.6, fx + mw, my + mw * 0.6)
         draw.chord(box, 0, 180, fill=(90, 20, 30))
         draw.rectangle((fx - mw * 0.8, my, fx + mw * 0.8, my + mw * 0.15), fill=(246, 244, 236))
         draw.arc(box, 0, 180, fill=lip, width=5)
         draw.line((fx - mw, my, fx + mw, my), fill=lip, width=5)
-    else:  # surprised "o"
+    else:
         mr = mw * 0.35
-        draw.ellipse((fx - mr, my - mr * 1.2, fx + mr, my + mr * 1.2), fill=(90, 20, 30), outline=lip, width=4)
+        box = (fx - mr, my - mr * 1.2, fx + mr, my + mr * 1.2)
+        draw.ellipse(box, fill=(90, 20, 30), outline=lip, width=4)
 
     if d.chance(0.3):  # blush
-        tint = _mix(skin, (235, 110, 120), 0.35)
+        tint = _mix(h.skin, (235, 110, 120), 0.35)
         for side in (-1, 1):
             bx, by = fx + side * rx * 0.55, cy + ry * 0.3
             draw.ellipse((bx - 12, by - 7, bx + 12, by + 7), fill=tint)
 
-    if d.chance(0.28):  # glasses
+    if d.chance(0.22):  # glasses, sometimes sunglasses
         frame = _hsv(d.uniform(), d.uniform(0, 0.8), d.uniform(0.05, 0.6))
-        shades = d.chance(0.2)
+        lens = (25, 25, 35) if d.chance(0.2) else None
         round_frames = d.chance(0.5)
         gr = ew * 1.45
         for side in (-1, 1):
             gx = fx + side * spacing
             box = (gx - gr, eye_y - gr * 0.8, gx + gr, eye_y + gr * 0.8)
-            fill = (25, 25, 35) if shades else None
             if round_frames:
-                draw.ellipse(box, fill=fill, outline=frame, width=5)
+                draw.ellipse(box, fill=lens, outline=frame, width=5)
             else:
-                draw.rounded_rectangle(box, radius=8, fill=fill, outline=frame, width=5)
-            draw.line((gx + side * gr, eye_y - 4, cx + side * rx * 0.97, ear_y - 4), fill=frame, width=4)
+                draw.rounded_rectangle(box, radius=8, fill=lens, outline=frame, width=5)
+            arm = (gx + side * gr, eye_y - 4, cx + side * rx * 0.97, h.ear_y - 4)
+            draw.line(arm, fill=frame, width=4)
         draw.line((fx - spacing + gr, eye_y - 4, fx + spacing - gr, eye_y - 4), fill=frame, width=5)
 
+
+def _draw_person(d: _Draws) -> Image.Image:
+    """Draw shoulders, head, hair and face upright at 4x on a transparent layer."""
+    skin = _skin(d)
+    natural = _HAIR_COLORS[d.pick(len(_HAIR_COLORS))]
+    rx, ry = d.uniform(50, 66), d.uniform(62, 80)
+    cx = _CANVAS / 2 + _MARGIN
+    head = _Head(
+        cx=cx,
+        cy=_CANVAS / 2 - 10,
+        rx=rx,
+        ry=ry,
+        fx=cx + d.uniform(-0.12, 0.12) * rx,
+        skin=skin,
+        shade=_mix(skin, (40, 20, 10), 0.28),
+        hair=_DYED_HAIR[d.pick(len(_DYED_HAIR))] if d.chance(0.08) else natural,
+        natural=natural,
+        style=_HAIR_STYLES[d.weighted(_HAIR_WEIGHTS)],
+    )
+    layer = Image.new("RGBA", (_CANVAS + 2 * _MARGIN, _CANVAS + _MARGIN), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    _draw_back_hair(draw, d, head)
+    _draw_body_and_head(draw, d, head)
+    _draw_front_hair(draw, d, head)
+    _draw_features(draw, d, head)
     return layer
 
 
@@ -305,20 +357,15 @@ def render_face(index: int, seed: int = 0) -> np.ndarray:
     zoom = d.uniform(0.88, 1.1)
     shift_x, shift_y = d.uniform(-14, 14), d.uniform(-10, 12)
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
-    centre = _CANVAS / 2
-    ox, oy = centre + shift_x, centre + shift_y
-    matrix = (
-        cos,
-        sin,
-        centre - cos * ox - sin * oy,
-        -sin,
-        cos,
-        centre + sin * ox - cos * oy,
-    )
+    ox, oy = _CANVAS / 2 + shift_x, _CANVAS / 2 + shift_y  # where the head centre lands
+    ix, iy = _CANVAS / 2 + _MARGIN, _CANVAS / 2  # where it was drawn
+    matrix = (cos, sin, ix - cos * ox - sin * oy, -sin, cos, iy + sin * ox - cos * oy)
+    # NEAREST is 20x cheaper than BILINEAR here, and at 4x its stair-steps vanish in the
+    # downsample. reducing_gap=2 box-halves first, then LANCZOS: 3x faster, same look.
     person = person.transform(
-        (_CANVAS, _CANVAS), Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR
+        (_CANVAS, _CANVAS), Image.Transform.AFFINE, matrix, Image.Resampling.NEAREST
     )
-    small = person.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    small = person.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
     background = background.convert("RGBA")
     background.alpha_composite(small)
     return np.array(background.convert("RGB"), dtype=np.uint8)
@@ -330,6 +377,8 @@ class BuiltinFaces:
     def __init__(self, size: int = 20_000, seed: int = 0) -> None:
         if size <= 0:
             raise ValueError(f"size must be positive, got {size}")
+        if seed < 0:  # numpy's SeedSequence only takes non-negative entropy
+            raise ValueError(f"seed must be non-negative, got {seed}")
         self.size = size
         self.seed = seed
 

@@ -75,9 +75,11 @@ def test_dataset_len_and_name() -> None:
     assert small.name == "builtin-faces-100-seed7"
 
 
-def test_dataset_rejects_empty_size() -> None:
+def test_dataset_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         BuiltinFaces(size=0)
+    with pytest.raises(ValueError):
+        BuiltinFaces(seed=-1)
 
 
 def test_load_shape_dtype_and_layout() -> None:
