@@ -25,6 +25,7 @@ from worker_client.errors import (
     ConfigError,
     CoordinatorUnavailable,
     LeaseLost,
+    NotFound,
     ResultRejected,
     ResultTooLarge,
     RunFinished,
@@ -158,8 +159,13 @@ class Worker:
                 return EXIT_AUTH
             except CoordinatorUnavailable:
                 continue  # a stop request ended the wait; the top of the loop says goodbye
-            except ApiError as exc:  # an answer we did not expect: say so, wait, go on
-                log.warning("The coordinator answered %s; trying again shortly", exc)
+            except ApiError as exc:
+                if isinstance(exc, NotFound) and exc.code == "no_run":
+                    if not waiting:
+                        log.info("No training run has started yet. Waiting for work units...")
+                        waiting = True
+                else:  # an answer we did not expect: say so, wait, go on
+                    log.warning("The coordinator answered %s; trying again shortly", exc)
                 self.stop.wait(idle.next())
 
     def _rejoin(self, exc: UnknownToken) -> bool:

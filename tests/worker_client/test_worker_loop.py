@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 import torch
 
@@ -224,3 +225,21 @@ def test_an_unsupported_result_kind_releases_the_unit_and_says_so(tmp_path):
     with pytest.raises(ConfigError, match="local_steps"):
         make_worker(fake, tmp_path).run()
     assert fake.released == [1]
+
+
+def test_before_the_run_starts_the_worker_waits_quietly(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "worker_client")
+    fake = FakeCoordinator(units=[(0, [1])])
+    original, calls = fake._claim, []
+
+    def no_run_yet():
+        calls.append(1)
+        if len(calls) <= 3:
+            return httpx.Response(404, json={"detail": "No run yet", "code": "no_run"})
+        return original()
+
+    fake._claim = no_run_yet  # type: ignore[method-assign]
+    assert make_worker(fake, tmp_path).run() == EXIT_OK
+    text = messages(caplog)
+    assert text.count("No training run has started yet") == 1 and "answered" not in text
+    assert sorted(fake.results) == [1]
