@@ -1,0 +1,1 @@
+"""HTTP routes. They only orchestrate: SQL lives in ``db/``, torch in ``training/``."""

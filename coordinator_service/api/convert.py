@@ -1,0 +1,52 @@
+"""Database rows to protocol models: what a worker is told about a run and a lease."""
+
+from __future__ import annotations
+
+from coordinator_service.db.models import LeasedUnit, Run
+from shared.protocol import API_PREFIX, DatasetInfo, ModelSpecInfo, RunInfo, WorkUnit
+
+
+def dataset_info(run: Run) -> DatasetInfo:
+    """The built-in faces, identified the way shared.builtin_faces names them."""
+    dataset = run.config.dataset
+    return DatasetInfo(
+        dataset_id=f"builtin-faces-{dataset.size}-seed{dataset.builtin_seed}",
+        kind="builtin",
+        num_images=dataset.size,
+        builtin_seed=dataset.builtin_seed,
+        shard_size=dataset.shard_size,
+    )
+
+
+def run_info(run: Run) -> RunInfo:
+    config = run.config
+    return RunInfo(
+        run_id=run.run_id,
+        seed=config.seed,
+        model=ModelSpecInfo(
+            latent_dim=config.latent_dim,
+            generator_features=config.generator_features,
+            discriminator_features=config.discriminator_features,
+        ),
+        dataset=dataset_info(run),
+        result_kind=config.result_kind,
+        result_dtype=config.result_dtype,
+    )
+
+
+def weights_url(run_id: int, iteration: int) -> str:
+    return f"{API_PREFIX}/weights/{iteration}?run_id={run_id}"
+
+
+def work_unit(run: Run, unit: LeasedUnit) -> WorkUnit:
+    return WorkUnit(
+        unit_id=unit.unit_id,
+        lease_id=str(unit.lease_id),
+        iteration=unit.iteration,
+        epoch=unit.epoch,
+        image_indices=unit.image_indices,
+        lease_deadline=unit.deadline,
+        weights_url=weights_url(run.run_id, unit.iteration),
+        is_backup=unit.is_backup,
+        run=run_info(run),
+    )

@@ -1,0 +1,109 @@
+"""Typed dependencies: the app's state, a pooled connection, the calling worker or admin.
+
+Worker tokens are random 32-byte secrets, so a plain SHA-256 is a sound way to store
+them (no dictionary to attack); the database never holds a usable token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coordinator_service.db.models import Worker
+from coordinator_service.db.workers import WorkersRepo
+from coordinator_service.errors import CoordinatorError
+from coordinator_service.metrics import Metrics
+from coordinator_service.settings import Settings
+from coordinator_service.weights_cache import WeightsCache
+
+
+@dataclass
+class CoordinatorState:
+    """Everything the lifespan creates; reachable from a request, never global."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    cache: WeightsCache
+    metrics: Metrics
+    wake_aggregator: asyncio.Event | None = None  # the local aggregator's, if it runs here
+
+    def poke_aggregator(self) -> None:
+        if self.wake_aggregator is not None:
+            self.wake_aggregator.set()
+
+
+def hash_token(token: str) -> str:
+    """How a worker token is stored and looked up."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def get_state(request: Request) -> CoordinatorState:
+    state: CoordinatorState = request.app.state.coordinator
+    return state
+
+
+StateDep = Annotated[CoordinatorState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_conn(state: StateDep) -> AsyncIterator[asyncpg.Connection]:
+    async with state.pool.acquire() as conn:
+        yield conn
+
+
+ConnDep = Annotated[asyncpg.Connection, Depends(get_conn)]
+
+worker_bearer = HTTPBearer(auto_error=False, scheme_name="WorkerToken",
+                           description="The token POST /workers returned.")
+admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                          description="The instructor's GAN_ADMIN_TOKEN.")
+
+
+async def current_worker(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
+) -> Worker:
+    """The worker behind the bearer token: 401 without or with a bad token, 403 if revoked."""
+    if credentials is None or not credentials.credentials:
+        raise CoordinatorError("not_authenticated")
+    # A short-lived connection: result uploads must not hold one while the body streams in.
+    async with state.pool.acquire() as conn:
+        worker = await WorkersRepo(conn).by_token_hash(
+            token_hash=hash_token(credentials.credentials)
+        )
+    if worker is None:
+        raise CoordinatorError("invalid_token")
+    if worker.revoked_at is not None:
+        raise CoordinatorError("worker_revoked")
+    return worker
+
+
+WorkerDep = Annotated[Worker, Depends(current_worker)]
+
+
+async def require_admin(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+) -> None:
+    """The instructor's token, compared in constant time."""
+    if credentials is None or not credentials.credentials:
+        raise CoordinatorError("not_authenticated")
+    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
+        raise CoordinatorError("not_admin")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

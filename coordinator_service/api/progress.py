@@ -1,0 +1,115 @@
+"""Read-only progress for everyone: status, history, leaderboard, samples, runs, dataset."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from coordinator_service.api.convert import dataset_info
+from coordinator_service.api.deps import ConnDep
+from coordinator_service.api.responses import errors
+from coordinator_service.db.models import Run
+from coordinator_service.db.results import ResultsRepo
+from coordinator_service.db.runs import RunsRepo
+from coordinator_service.db.states import StatesRepo
+from coordinator_service.db.workers import WorkersRepo
+from coordinator_service.errors import CoordinatorError
+from shared.protocol import (
+    DatasetInfo,
+    HistoryEntry,
+    LeaderboardEntry,
+    RunSummary,
+    StatusResponse,
+    UnitCounts,
+)
+
+router = APIRouter(tags=["progress"])
+
+RunQuery = Annotated[int | None, Query(description="run id; default: the current run")]
+ACTIVE_WINDOW = timedelta(minutes=2)
+
+
+async def _run(conn: ConnDep, run_id: int | None) -> Run:
+    repo = RunsRepo(conn)
+    run = await (repo.get(run_id=run_id) if run_id is not None else repo.latest())
+    if run is None:
+        raise CoordinatorError("unknown_run" if run_id is not None else "no_run")
+    return run
+
+
+@router.get("/status")
+async def status(conn: ConnDep) -> StatusResponse:
+    """The current (or latest) run, its units and the class's activity."""
+    run = await RunsRepo(conn).latest()
+    active, total = await WorkersRepo(conn).counts(
+        active_since=datetime.now(timezone.utc) - ACTIVE_WINDOW
+    )
+    units, waiting = UnitCounts(), 0
+    if run is not None:
+        units = await RunsRepo(conn).unit_counts(run_id=run.run_id, epoch=run.epoch)
+        waiting = await ResultsRepo(conn).count_open(run_id=run.run_id, iteration=run.iteration)
+    return StatusResponse(
+        run=run.summary() if run else None,
+        units=units,
+        results_waiting=waiting,
+        active_workers=active,
+        total_workers=total,
+    )
+
+
+@router.get("/history", responses=errors("no_run", "unknown_run"))
+async def history(
+    conn: ConnDep, run_id: RunQuery = None, since: Annotated[int, Query(ge=0)] = 0
+) -> list[HistoryEntry]:
+    """One entry per optimizer step: losses, D accuracies, workers, images."""
+    run = await _run(conn, run_id)
+    return await StatesRepo(conn).history(run_id=run.run_id, since=since)
+
+
+@router.get("/leaderboard")
+async def leaderboard(
+    conn: ConnDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[LeaderboardEntry]:
+    """Workers by images contributed to steps."""
+    return await WorkersRepo(conn).leaderboard(limit=limit)
+
+
+@router.get(
+    "/samples/{iteration}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **errors("no_run", "unknown_sample")},
+)
+async def sample(iteration: int, conn: ConnDep, run_id: RunQuery = None) -> Response:
+    """The fixed-noise sample grid G produced after ``iteration`` steps."""
+    run = await _run(conn, run_id)
+    png = await StatesRepo(conn).sample_png(run_id=run.run_id, iteration=iteration)
+    if png is None:
+        raise CoordinatorError("unknown_sample")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/samples", responses=errors("no_run", "unknown_run"))
+async def sample_list(conn: ConnDep, run_id: RunQuery = None) -> list[int]:
+    """Iterations that have a sample grid."""
+    run = await _run(conn, run_id)
+    return await StatesRepo(conn).sample_iterations(run_id=run.run_id)
+
+
+@router.get("/runs")
+async def runs(conn: ConnDep) -> list[RunSummary]:
+    """Every run, past and present."""
+    return [r.summary() for r in await RunsRepo(conn).all()]
+
+
+@router.get("/runs/{run_id}", responses=errors("unknown_run"))
+async def run_detail(run_id: int, conn: ConnDep) -> RunSummary:
+    """One run's config and position."""
+    return (await _run(conn, run_id)).summary()
+
+
+@router.get("/dataset", responses=errors("no_run"))
+async def dataset(conn: ConnDep) -> DatasetInfo:
+    """The current run's dataset (the built-in faces are drawn locally by each worker)."""
+    return dataset_info(await _run(conn, None))

@@ -1,0 +1,79 @@
+"""W_t as safetensors: immutable per iteration, so served from memory with a strong ETag."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import RedirectResponse
+
+from coordinator_service.api.convert import weights_url
+from coordinator_service.api.deps import StateDep
+from coordinator_service.api.responses import errors
+from coordinator_service.db.models import Run
+from coordinator_service.db.runs import RunsRepo
+from coordinator_service.db.states import StatesRepo
+from coordinator_service.errors import CoordinatorError
+from coordinator_service.weights_cache import CachedWeights
+
+router = APIRouter(tags=["weights"])
+
+RunQuery = Annotated[int | None, Query(description="run id; default: the current run")]
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+async def _run(state: StateDep, run_id: int | None) -> Run:
+    async with state.pool.acquire() as conn:
+        repo = RunsRepo(conn)
+        run = await (repo.get(run_id=run_id) if run_id is not None else repo.latest())
+    if run is None:
+        raise CoordinatorError("unknown_run" if run_id is not None else "no_run")
+    return run
+
+
+@router.get(
+    "/weights/current",
+    status_code=307,
+    response_class=RedirectResponse,
+    responses={307: {"description": "Redirect to the current iteration's weights"},
+               **errors("no_run", "unknown_run")},
+)
+async def current_weights(state: StateDep, run_id: RunQuery = None) -> RedirectResponse:
+    """Where the newest weights are: a redirect, never cached, to an immutable URL."""
+    run = await _run(state, run_id)
+    return RedirectResponse(
+        weights_url(run.run_id, run.iteration), 307, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get(
+    "/weights/{iteration}",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}},
+              "description": "safetensors W_t (shared.codec.encode_snapshot)"},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        **errors("no_run", "unknown_run", "unknown_iteration"),
+    },
+)
+async def weights(
+    iteration: int,
+    state: StateDep,
+    run_id: RunQuery = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The weights of one iteration (parameters and BatchNorm buffers)."""
+    run = await _run(state, run_id)
+
+    async def load() -> CachedWeights | None:
+        async with state.pool.acquire() as conn:
+            stored = await StatesRepo(conn).weights(run_id=run.run_id, iteration=iteration)
+        return CachedWeights(stored.weights, stored.weights_etag) if stored else None
+
+    cached = await state.cache.get(run.run_id, iteration, load)
+    if cached is None:
+        raise CoordinatorError("unknown_iteration")
+    headers = {"ETag": cached.etag, "Cache-Control": IMMUTABLE}
+    if if_none_match is not None and cached.etag in if_none_match:
+        return Response(status_code=304, headers=headers)
+    return Response(cached.data, media_type="application/octet-stream", headers=headers)

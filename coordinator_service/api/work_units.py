@@ -1,0 +1,174 @@
+"""Claim a unit, upload its result, or give it back: the heart of the worker protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Header, Request, Response, status
+
+from coordinator_service.api.convert import work_unit
+from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep
+from coordinator_service.api.responses import WORKER_AUTH, errors
+from coordinator_service.db.leases import LeasesRepo
+from coordinator_service.db.models import AcceptedResult, ResultMetrics
+from coordinator_service.db.results import ResultsRepo
+from coordinator_service.db.runs import RunsRepo
+from coordinator_service.errors import CoordinatorError
+from coordinator_service.training import engine
+from shared.codec import CodecError, decode_result
+from shared.protocol import LEASE_HEADER, ClaimRequest, ReleaseResponse, ResultResponse, WorkUnit
+
+router = APIRouter(tags=["work units"])
+
+LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, description="lease_id from the claim")]
+_FALLBACK_LIMIT = 64 << 20  # only for a lease that does not exist: refused anyway
+
+
+@router.post(
+    "/work-units/claim",
+    response_model=WorkUnit,
+    responses={
+        204: {"description": "Nothing to do right now; ask again in a few seconds."},
+        **errors(*WORKER_AUTH, "no_run", "run_finished"),
+    },
+)
+async def claim(
+    worker: WorkerDep,
+    conn: ConnDep,
+    state: StateDep,
+    body: Annotated[ClaimRequest | None, Body()] = None,
+) -> WorkUnit | Response:
+    """Lease the next unit of the current iteration (or a backup copy of a straggler)."""
+    cached = body.cached_shards if body else []
+    outcome = await LeasesRepo(conn).claim(worker_id=worker.worker_id, cached_shards=cached)
+    state.metrics.claims.labels(outcome.status).inc()
+    if outcome.status == "finished":
+        raise CoordinatorError("run_finished")
+    if outcome.status == "no_run":
+        raise CoordinatorError("no_run")  # the worker waits quietly for the instructor
+    if outcome.unit is None or outcome.run is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return work_unit(outcome.run, outcome.unit)
+
+
+def _lease_uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise CoordinatorError("lease_lost", "The X-Lease-Id header is not a lease id.") from None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise CoordinatorError("result_too_large", f"The body is {declared} bytes; max {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise CoordinatorError("result_too_large", f"The body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(accepted: AcceptedResult, *, duplicate: bool) -> ResultResponse:
+    return ResultResponse(
+        unit_id=accepted.unit_id,
+        iteration=accepted.iteration,
+        accepted=True,
+        num_samples=accepted.num_samples,
+        duplicate=duplicate,
+    )
+
+
+@router.post(
+    "/work-units/{unit_id}/result",
+    responses=errors(
+        *WORKER_AUTH, "unknown_unit", "lease_lost", "lease_expired", "stale_iteration",
+        "unit_completed", "result_too_large", "invalid_result",
+    ),  # fmt: skip
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "safetensors result (shared.codec.encode_result)",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload_result(
+    unit_id: int, request: Request, worker: WorkerDep, state: StateDep, lease_id: LeaseHeader
+) -> ResultResponse:
+    """Upload a unit's gradients; the first valid result for a unit wins."""
+    lease_key = _lease_uuid(lease_id)
+    async with state.pool.acquire() as conn:
+        lease = await LeasesRepo(conn).get(lease_id=lease_key)
+        run = await RunsRepo(conn).get(run_id=lease.run_id) if lease else None
+    limit = engine.result_limit(run.config) if run else _FALLBACK_LIMIT
+    body = await _read_capped(request, limit)  # read before answering: clients see the status
+    async with state.pool.acquire() as conn:
+        if not await LeasesRepo(conn).unit_exists(unit_id=unit_id):
+            raise CoordinatorError("unknown_unit")
+        if lease is None or lease.unit_id != unit_id or lease.worker_id != worker.worker_id:
+            raise CoordinatorError("lease_lost")
+        previous = await ResultsRepo(conn).previous_answer(lease_id=lease_key)
+    if previous is not None:
+        return _answer(previous, duplicate=True)
+    assert run is not None
+    if lease.status != "active" or lease.iteration != run.iteration:
+        code = {"expired": "lease_expired", "superseded": "unit_completed"}.get(
+            lease.status, "stale_iteration" if lease.iteration != run.iteration else "lease_lost"
+        )
+        state.metrics.results.labels(code).inc()
+        raise CoordinatorError(code)
+    spec = engine.state_spec(engine.model_config(run.config))
+    try:
+        result = await asyncio.to_thread(
+            decode_result, body, spec, expected_kind=run.config.result_kind
+        )
+    except CodecError as exc:
+        state.metrics.results.labels("invalid_result").inc()
+        raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
+    if result.iteration != lease.iteration or result.num_samples != lease.num_images:
+        raise CoordinatorError(
+            "invalid_result",
+            f"The result says iteration {result.iteration} with {result.num_samples} images; "
+            f"the lease is for iteration {lease.iteration} with {lease.num_images}.",
+        )
+    async with state.pool.acquire() as conn:
+        accepted = await ResultsRepo(conn).accept(
+            lease_id=lease_key,
+            worker_id=worker.worker_id,
+            kind=result.kind,
+            num_samples=result.num_samples,
+            body=body,
+            metrics=ResultMetrics(**vars(result.metrics)),
+        )
+    state.metrics.results.labels("accepted").inc()
+    state.metrics.result_bytes.inc(len(body))
+    state.poke_aggregator()
+    return _answer(accepted, duplicate=False)
+
+
+@router.post(
+    "/work-units/{unit_id}/release",
+    responses=errors(*WORKER_AUTH, "unknown_unit", "lease_lost"),
+)
+async def release(
+    unit_id: int, worker: WorkerDep, conn: ConnDep, lease_id: LeaseHeader
+) -> ReleaseResponse:
+    """Give a lease back (a worker quitting mid-unit): the unit returns to the pool now."""
+    repo = LeasesRepo(conn)
+    if not await repo.unit_exists(unit_id=unit_id):
+        raise CoordinatorError("unknown_unit")
+    released = await repo.release(
+        lease_id=_lease_uuid(lease_id), worker_id=worker.worker_id, unit_id=unit_id
+    )
+    if not released:
+        raise CoordinatorError("lease_lost")
+    return ReleaseResponse(unit_id=unit_id, released=True)

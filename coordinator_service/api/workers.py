@@ -1,0 +1,55 @@
+"""Worker registration (join code in, token out), identity and heartbeats."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from fastapi import APIRouter, status
+
+from coordinator_service.api.deps import ConnDep, WorkerDep, hash_token
+from coordinator_service.api.responses import WORKER_AUTH, errors
+from coordinator_service.db.leases import LeasesRepo
+from coordinator_service.db.workers import WorkersRepo
+from coordinator_service.errors import CoordinatorError
+from shared.protocol import HeartbeatResponse, RegisterRequest, RegisterResponse, WorkerInfo
+
+router = APIRouter(tags=["workers"])
+
+
+@router.post(
+    "/workers",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors("invalid_join_code", "invalid_request"),
+)
+async def register(body: RegisterRequest, conn: ConnDep) -> RegisterResponse:
+    """Join the class with its join code; the token in the answer is shown only once."""
+    repo = WorkersRepo(conn)
+    if not await repo.join_code_valid(code=body.join_code):
+        raise CoordinatorError("invalid_join_code")
+    token = secrets.token_urlsafe(32)
+    worker = await repo.register(
+        name=body.name, token_hash=hash_token(token), hardware=body.hardware
+    )
+    return RegisterResponse(worker_id=worker.worker_id, name=worker.name, token=token)
+
+
+@router.get("/workers/me", responses=errors(*WORKER_AUTH))
+async def whoami(worker: WorkerDep) -> WorkerInfo:
+    """Who this token belongs to and what it has contributed."""
+    return WorkerInfo(
+        worker_id=worker.worker_id,
+        name=worker.name,
+        total_images=worker.total_images,
+        total_work_units=worker.total_work_units,
+    )
+
+
+@router.post("/workers/me/heartbeat", responses=errors(*WORKER_AUTH))
+async def heartbeat(worker: WorkerDep, conn: ConnDep) -> HeartbeatResponse:
+    """I am alive: every active lease of this worker gets a new deadline."""
+    extended, deadline = await LeasesRepo(conn).heartbeat(worker_id=worker.worker_id)
+    lease_deadline: datetime | None = deadline
+    return HeartbeatResponse(
+        worker_id=worker.worker_id, leases_extended=extended, lease_deadline=lease_deadline
+    )

@@ -1,0 +1,106 @@
+"""The app factory and its one lifespan, which owns the pool and the aggregator task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from coordinator_service.api import admin, progress, weights, work_units, workers
+from coordinator_service.api import errors as error_handlers
+from coordinator_service.api.deps import CoordinatorState, StateDep
+from coordinator_service.db.pool import check_schema, create_pool
+from coordinator_service.db.workers import WorkersRepo
+from coordinator_service.metrics import Metrics
+from coordinator_service.settings import Settings
+from coordinator_service.training.aggregator import Aggregator
+from coordinator_service.weights_cache import WeightsCache
+from shared.protocol import API_PREFIX
+
+log = logging.getLogger(__name__)
+
+DASHBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>GANNs with friends</title>
+</head><body><h1>GANNs with friends</h1><p>Coordinator running. See <a href="/docs">/docs</a>,
+<a href="/api/v1/status">status</a>, <a href="/api/v1/history">history</a>,
+<a href="/api/v1/leaderboard">leaderboard</a>.</p></body></html>"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A coordinator for ``settings``; nothing happens until the lifespan starts."""
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url (the CLI starts embedded PG)")
+    database_url = settings.database_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        pool = await create_pool(
+            database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        task: asyncio.Task[None] | None = None
+        try:
+            await check_schema(pool)
+            async with pool.acquire() as conn:
+                await WorkersRepo(conn).ensure_join_code(code=settings.join_code)
+            state = CoordinatorState(
+                settings=settings,
+                pool=pool,
+                cache=WeightsCache(settings.weights_cache_size),
+                metrics=Metrics(),
+            )
+            if settings.aggregator_enabled:
+                aggregator = Aggregator(
+                    pool=pool,
+                    settings=settings,
+                    database_url=database_url,
+                    cache=state.cache,
+                    metrics=state.metrics,
+                )
+                state.wake_aggregator = aggregator.wake
+                task = asyncio.create_task(aggregator.run_forever(), name="aggregator")
+            app.state.coordinator = state
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await pool.close()
+
+    app = FastAPI(
+        title="GANNs with friends: coordinator",
+        version="1.0",
+        summary="Distributed DCGAN training for a classroom.",
+        lifespan=lifespan,
+    )
+    error_handlers.install(app)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (workers, work_units, weights, progress, admin):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(state: StateDep) -> dict[str, str]:
+        """Liveness and database reachability."""
+        async with state.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics(state: StateDep) -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        return HTMLResponse(DASHBOARD)
+
+    return app

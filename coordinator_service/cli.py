@@ -1,0 +1,226 @@
+"""``gan-coordinator``: serve, migrate, and control runs from the instructor's terminal.
+
+``serve`` and ``migrate`` talk to the database; every other command talks to a running
+coordinator over HTTP with the admin token, exactly as a script or a second instructor
+laptop would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from coordinator_service.settings import Settings
+from shared.protocol import API_PREFIX
+
+log = logging.getLogger("gan-coordinator")
+
+# CLI flag -> RunConfig field (the dataset fields are nested).
+RUN_OPTIONS: dict[str, tuple[str, type]] = {
+    "images_per_unit": ("images_per_unit", int),
+    "units_per_step": ("units_per_step", int),
+    "step_timeout": ("step_timeout", float),
+    "lease_seconds": ("lease_seconds", float),
+    "backup_after": ("backup_after_seconds", float),
+    "lr": ("lr", float),
+    "beta1": ("beta1", float),
+    "beta2": ("beta2", float),
+    "latent_dim": ("latent_dim", int),
+    "generator_features": ("generator_features", int),
+    "discriminator_features": ("discriminator_features", int),
+    "seed": ("seed", int),
+    "epochs": ("max_epochs", int),
+    "iterations": ("max_iterations", int),
+    "result_kind": ("result_kind", str),
+    "result_dtype": ("result_dtype", str),
+}
+DATASET_OPTIONS = {
+    "dataset_size": "size",
+    "dataset_seed": "builtin_seed",
+    "shard_size": "shard_size",
+}
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[tuple[str, bool]]:
+    """(url, embedded): DATABASE_URL if set, else embedded PostgreSQL in the data dir."""
+    if settings.database_url:
+        yield settings.database_url, False
+        return
+    from coordinator_service.embedded import embedded_postgres
+
+    with embedded_postgres(settings.data_dir) as url:
+        yield url, True
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from coordinator_service.db import migrations
+
+    with database(settings) as (url, _):
+        migrations.upgrade(url, args.revision)
+    print(f"database migrated to {args.revision}")
+    return 0
+
+
+async def _schema_problem(url: str) -> str | None:
+    from coordinator_service.db.pool import SchemaBehindError, check_schema, create_pool
+
+    pool = await create_pool(url, min_size=1, max_size=1)
+    try:
+        await check_schema(pool)
+    except SchemaBehindError as exc:
+        return str(exc)
+    finally:
+        await pool.close()
+    return None
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from coordinator_service.app import create_app
+    from coordinator_service.db import migrations
+
+    with database(settings) as (url, embedded):
+        if embedded:
+            migrations.upgrade(url)
+        problem = asyncio.run(_schema_problem(url))
+        if problem:
+            print(f"gan-coordinator: {problem}", file=sys.stderr)
+            return 2
+        if settings.environment == "development" and args.host not in ("127.0.0.1", "localhost"):
+            log.warning("development mode on %s: placeholder secrets may be in use", args.host)
+        app = create_app(settings.model_copy(update={"database_url": url}))
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=5,
+        )
+    return 0
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> httpx.Client:
+    token = args.admin_token or settings.admin_token
+    return httpx.Client(
+        base_url=args.url.rstrip("/") + API_PREFIX,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(60.0),
+        verify=args.cacert or True,
+    )
+
+
+def _call(args: argparse.Namespace, settings: Settings, method: str, path: str, **kw: Any) -> int:
+    with _client(args, settings) as client:
+        response = client.request(method, path, **kw)
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    out = sys.stdout if response.is_success else sys.stderr
+    print(json.dumps(body, indent=2, default=str), file=out)
+    return 0 if response.is_success else 1
+
+
+def run_start_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The POST /admin/runs body from the command-line options actually given."""
+    config: dict[str, Any] = {
+        field: getattr(args, flag)
+        for flag, (field, _) in RUN_OPTIONS.items()
+        if getattr(args, flag) is not None
+    }
+    dataset = {f: getattr(args, flag) for flag, f in DATASET_OPTIONS.items() if getattr(args, flag)}
+    if dataset:
+        config["dataset"] = dataset
+    return {"preset": args.preset, "config": config}
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "start":
+        return _call(args, settings, "POST", "/admin/runs", json=run_start_body(args))
+    if args.action == "status":
+        return _call(args, settings, "GET", "/status")
+    return _call(args, settings, "POST", f"/admin/runs/current/{args.action}")
+
+
+def cmd_join_code(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "rotate":
+        return _call(args, settings, "POST", "/admin/join-code/rotate")
+    return _call(args, settings, "GET", "/admin/join-code")
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "revoke":
+        return _call(args, settings, "POST", f"/admin/workers/{args.worker_id}/revoke")
+    return _call(args, settings, "GET", "/leaderboard")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan-coordinator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the coordinator (embedded PostgreSQL by default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
+    serve.add_argument("--ssl-keyfile", default=None)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema to the newest revision")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--url", default="http://127.0.0.1:8000", help="coordinator base URL")
+    client.add_argument("--admin-token", default=None, help="default: GAN_ADMIN_TOKEN")
+    client.add_argument("--cacert", default=None, help="CA bundle for an HTTPS coordinator")
+
+    run = sub.add_parser("run", parents=[client], help="start, pause, resume, stop, status")
+    run.add_argument("action", choices=["start", "pause", "resume", "stop", "status"])
+    run.add_argument("--preset", choices=["small", "medium", "large"], default=None)
+    for flag, (_, kind) in RUN_OPTIONS.items():
+        run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None)
+    for flag in DATASET_OPTIONS:
+        run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=None)
+    run.set_defaults(func=cmd_run)
+
+    join = sub.add_parser("join-code", parents=[client], help="show or rotate the join code")
+    join.add_argument("action", choices=["show", "rotate"])
+    join.set_defaults(func=cmd_join_code)
+
+    worker = sub.add_parser("workers", parents=[client], help="list or revoke workers")
+    worker.add_argument("action", choices=["list", "revoke"])
+    worker.add_argument("worker_id", nargs="?", type=int)
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gan-coordinator`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "workers" and args.action == "revoke" and args.worker_id is None:
+        print("gan-coordinator: workers revoke needs a worker id", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"gan-coordinator: {exc}", file=sys.stderr)
+        return 2
+    return int(args.func(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

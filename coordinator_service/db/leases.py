@@ -1,0 +1,180 @@
+"""Work units and their leases: claims with SKIP LOCKED, heartbeats, releases, expiry.
+
+A unit is ``pending`` (in the pool), ``leased`` (at least one active lease) or ``done``
+(a result was accepted). Every path that ends a lease calls :func:`return_to_pool`, so a
+unit whose last active lease ends without a result is back in the pool in the same
+transaction: no image of an epoch is ever skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
+from coordinator_service.db.runs import _RUN_COLUMNS
+
+_CLAIM = """
+WITH picked AS (
+    UPDATE work_units SET status = 'leased'
+    WHERE unit_id = (
+        SELECT unit_id FROM work_units
+        WHERE run_id = $1 AND status = 'pending'
+        ORDER BY (shard = ANY($5::integer[])) DESC, unit_id
+        FOR UPDATE SKIP LOCKED
+        LIMIT 1)
+    RETURNING unit_id, epoch, image_indices
+), lease AS (
+    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
+    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM picked
+    RETURNING lease_id, unit_id, iteration, deadline, is_backup
+)
+SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, p.epoch, p.image_indices
+FROM lease l JOIN picked p USING (unit_id)
+"""
+
+# The oldest outstanding unit with a single active lease (not this worker's) that has
+# been out longer than backup_after: a straggler worth computing twice.
+_PICK_BACKUP = """
+SELECT u.unit_id, u.epoch, u.image_indices FROM work_units u
+WHERE u.run_id = $1 AND u.status = 'leased'
+  AND (SELECT count(*) FROM leases l WHERE l.unit_id = u.unit_id AND l.status = 'active') = 1
+  AND NOT EXISTS (SELECT 1 FROM leases l
+                  WHERE l.unit_id = u.unit_id AND l.status = 'active' AND l.worker_id = $2)
+  AND (SELECT min(l.created_at) FROM leases l
+       WHERE l.unit_id = u.unit_id AND l.status = 'active') < now() - make_interval(secs => $3)
+ORDER BY (SELECT min(l.created_at) FROM leases l
+          WHERE l.unit_id = u.unit_id AND l.status = 'active')
+LIMIT 1
+FOR UPDATE OF u SKIP LOCKED
+"""
+
+
+async def return_to_pool(conn: asyncpg.Connection, unit_ids: Sequence[int]) -> int:
+    """Leased units left with no active lease go back to pending (inside a transaction)."""
+    if not unit_ids:
+        return 0
+    result = await conn.execute(
+        "UPDATE work_units u SET status = 'pending' "
+        "WHERE u.unit_id = ANY($1::bigint[]) AND u.status = 'leased' AND NOT EXISTS "
+        "(SELECT 1 FROM leases l WHERE l.unit_id = u.unit_id AND l.status = 'active')",
+        list(unit_ids),
+    )
+    return int(result.split()[-1])
+
+
+class LeasesRepo:
+    """Claims, heartbeats, releases and expiry over ``work_units`` and ``leases``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def claim(
+        self, *, worker_id: int, cached_shards: Sequence[int], backup: bool = True
+    ) -> ClaimOutcome:
+        """Lease a pending unit of the live run, else a backup copy of a straggler."""
+        async with self.conn.transaction():
+            # FOR SHARE: a step (FOR UPDATE on the run) waits for claims in flight and
+            # claims wait for the step, so a lease is always for the current iteration.
+            record = await self.conn.fetchrow(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('active', 'paused') FOR SHARE"
+            )
+            if record is None:
+                latest = await self.conn.fetchval("SELECT max(run_id) FROM runs")
+                return ClaimOutcome(status="finished" if latest else "no_run")
+            run = Run.of(record)
+            if run.status == "paused":
+                return ClaimOutcome(status="nothing", run=run)
+            args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds)
+            row = await self.conn.fetchrow(_CLAIM, *args, list(cached_shards))
+            if row is None and await self.expire(run_id=run.run_id):
+                row = await self.conn.fetchrow(_CLAIM, *args, list(cached_shards))
+            if row is None and backup:
+                row = await self._claim_backup(run, worker_id)
+            if row is None:
+                return ClaimOutcome(status="nothing", run=run)
+            unit = LeasedUnit.of(row)
+            await self.conn.execute(
+                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
+            )
+        return ClaimOutcome(status="leased", run=run, unit=unit)
+
+    async def _claim_backup(self, run: Run, worker_id: int) -> dict[str, Any] | None:
+        unit = await self.conn.fetchrow(
+            _PICK_BACKUP, run.run_id, worker_id, run.config.backup_after_seconds
+        )
+        if unit is None:
+            return None
+        lease = await self.conn.fetchrow(
+            "INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, is_backup) "
+            "VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), true) "
+            "RETURNING lease_id, unit_id, iteration, deadline, is_backup",
+            unit["unit_id"],
+            worker_id,
+            run.run_id,
+            run.iteration,
+            run.config.lease_seconds,
+        )
+        return {**dict(lease), "epoch": unit["epoch"], "image_indices": unit["image_indices"]}
+
+    async def expire(self, *, run_id: int) -> int:
+        """End leases past their deadline; their units go back to the pool. Returns how many."""
+        async with self.conn.transaction():
+            rows = await self.conn.fetch(
+                "UPDATE leases SET status = 'expired', ended_at = now() WHERE lease_id IN "
+                "(SELECT lease_id FROM leases WHERE run_id = $1 AND status = 'active' "
+                " AND deadline < now() FOR UPDATE SKIP LOCKED) RETURNING unit_id",
+                run_id,
+            )
+            await return_to_pool(self.conn, [r["unit_id"] for r in rows])
+        return len(rows)
+
+    async def heartbeat(self, *, worker_id: int) -> tuple[int, datetime | None]:
+        """Extend every active lease of the worker by its run's lease time."""
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
+            )
+            rows = await self.conn.fetch(
+                "UPDATE leases l SET deadline = now() + make_interval(secs => "
+                "(r.config->>'lease_seconds')::double precision) FROM runs r "
+                "WHERE l.worker_id = $1 AND l.status = 'active' AND r.run_id = l.run_id "
+                "AND l.deadline >= now() RETURNING l.deadline",
+                worker_id,
+            )
+        deadline = max((r["deadline"] for r in rows), default=None)
+        return len(rows), deadline
+
+    async def get(self, *, lease_id: UUID) -> Lease | None:
+        record = await self.conn.fetchrow(
+            "SELECT l.lease_id, l.unit_id, l.worker_id, l.run_id, l.iteration, l.status, "
+            "cardinality(u.image_indices) AS num_images "
+            "FROM leases l JOIN work_units u USING (unit_id) WHERE l.lease_id = $1",
+            lease_id,
+        )
+        return Lease.of(record) if record else None
+
+    async def unit_exists(self, *, unit_id: int) -> bool:
+        return bool(
+            await self.conn.fetchval("SELECT 1 FROM work_units WHERE unit_id = $1", unit_id)
+        )
+
+    async def release(self, *, lease_id: UUID, worker_id: int, unit_id: int) -> bool:
+        """Give an active lease back; False if it was not this worker's active lease."""
+        async with self.conn.transaction():
+            row = await self.conn.fetchrow(
+                "UPDATE leases SET status = 'released', ended_at = now() "
+                "WHERE lease_id = $1 AND worker_id = $2 AND unit_id = $3 AND status = 'active' "
+                "RETURNING unit_id",
+                lease_id,
+                worker_id,
+                unit_id,
+            )
+            if row is None:
+                return False
+            await return_to_pool(self.conn, [unit_id])
+        return True

@@ -1,0 +1,121 @@
+"""Rows as pydantic models: what the repositories return instead of asyncpg records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.protocol import RunConfig, RunStatusName, RunSummary
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def of(cls, record: Any) -> Any:
+        return cls.model_validate(dict(record))
+
+
+class Run(_Row):
+    run_id: int
+    status: RunStatusName
+    config: RunConfig
+    iteration: int
+    epoch: int
+    iteration_started_at: datetime
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def live(self) -> bool:
+        return self.status in ("active", "paused")
+
+    def summary(self) -> RunSummary:
+        return RunSummary.model_validate(
+            self.model_dump(exclude={"iteration_started_at"}), from_attributes=False
+        )
+
+
+class Worker(_Row):
+    worker_id: int
+    name: str
+    revoked_at: datetime | None
+    total_images: int
+    total_work_units: int
+    last_heartbeat: datetime | None
+
+
+class LeasedUnit(_Row):
+    """A lease just granted by a claim."""
+
+    lease_id: UUID
+    unit_id: int
+    iteration: int
+    epoch: int
+    image_indices: list[int]
+    deadline: datetime
+    is_backup: bool
+
+
+ClaimStatus = Literal["leased", "nothing", "finished", "no_run"]
+
+
+class ClaimOutcome(_Row):
+    status: ClaimStatus
+    run: Run | None = None
+    unit: LeasedUnit | None = None
+
+
+class Lease(_Row):
+    lease_id: UUID
+    unit_id: int
+    worker_id: int
+    run_id: int
+    iteration: int
+    status: str
+    num_images: int
+
+
+class AcceptedResult(_Row):
+    """What a result upload answered; a repeat upload of the same lease answers the same."""
+
+    unit_id: int
+    iteration: int
+    num_samples: int
+
+
+class OpenResult(_Row):
+    """An accepted, not yet consumed result, with its body, for the aggregator."""
+
+    lease_id: UUID
+    unit_id: int
+    worker_id: int
+    num_samples: int
+    body: bytes
+
+
+class ResultMetrics(_Row):
+    g_loss: float
+    d_loss: float
+    d_real_accuracy: float
+    d_fake_accuracy: float
+
+
+class StepReadiness(_Row):
+    accepted: int
+    pending: int
+    outstanding: int
+
+
+class StoredWeights(_Row):
+    iteration: int
+    weights: bytes
+    weights_etag: str
+
+
+class StoredCheckpoint(_Row):
+    iteration: int
+    checkpoint: bytes

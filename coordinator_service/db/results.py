@@ -1,0 +1,125 @@
+"""Accepted results: acceptance (first valid result wins), lookup of repeats, the open set."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from coordinator_service.db.models import AcceptedResult, OpenResult, ResultMetrics
+from coordinator_service.errors import CoordinatorError
+
+# Why a lease that is no longer active was refused, by its status.
+_ENDED_LEASE_CODES = {
+    "expired": "lease_expired",
+    "stale": "stale_iteration",
+    "superseded": "unit_completed",
+    "released": "lease_lost",
+    "revoked": "lease_lost",
+}
+
+
+class ResultsRepo:
+    """Writes and reads of ``results`` (and the lease/unit rows an acceptance touches)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def previous_answer(self, *, lease_id: UUID) -> AcceptedResult | None:
+        """The answer given to the first upload of this lease, if one was accepted."""
+        record = await self.conn.fetchrow(
+            "SELECT unit_id, iteration, num_samples FROM results WHERE lease_id = $1", lease_id
+        )
+        return AcceptedResult.of(record) if record else None
+
+    async def accept(
+        self,
+        *,
+        lease_id: UUID,
+        worker_id: int,
+        kind: str,
+        num_samples: int,
+        body: bytes,
+        metrics: ResultMetrics,
+    ) -> AcceptedResult:
+        """Store a validated result if its lease is still active at the run's iteration.
+
+        Re-checks everything under row locks: the upload was validated outside any
+        transaction, and a step, an expiry or a backup's result may have happened since.
+        """
+        async with self.conn.transaction():
+            lease = await self.conn.fetchrow(
+                "SELECT unit_id, run_id, iteration, status FROM leases "
+                "WHERE lease_id = $1 AND worker_id = $2 FOR UPDATE",
+                lease_id,
+                worker_id,
+            )
+            if lease is None:
+                raise CoordinatorError("lease_lost")
+            run_iteration = await self.conn.fetchval(
+                "SELECT iteration FROM runs WHERE run_id = $1 FOR SHARE", lease["run_id"]
+            )
+            if lease["status"] != "active":
+                raise CoordinatorError(_ENDED_LEASE_CODES.get(lease["status"], "lease_lost"))
+            if lease["iteration"] != run_iteration:
+                raise CoordinatorError("stale_iteration")
+            unit_status = await self.conn.fetchval(
+                "SELECT status FROM work_units WHERE unit_id = $1 FOR UPDATE", lease["unit_id"]
+            )
+            if unit_status == "done":
+                raise CoordinatorError("unit_completed")
+            await self.conn.execute(
+                "INSERT INTO results (lease_id, unit_id, run_id, worker_id, iteration, kind, "
+                "num_samples, body, g_loss, d_loss, d_real_accuracy, d_fake_accuracy) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                lease_id,
+                lease["unit_id"],
+                lease["run_id"],
+                worker_id,
+                lease["iteration"],
+                kind,
+                num_samples,
+                body,
+                metrics.g_loss,
+                metrics.d_loss,
+                metrics.d_real_accuracy,
+                metrics.d_fake_accuracy,
+            )
+            await self.conn.execute(
+                "UPDATE leases SET status = CASE WHEN lease_id = $1 THEN 'completed' "
+                "ELSE 'superseded' END, ended_at = now() "
+                "WHERE unit_id = $2 AND status = 'active'",
+                lease_id,
+                lease["unit_id"],
+            )
+            await self.conn.execute(
+                "UPDATE work_units SET status = 'done', done_iteration = $2 WHERE unit_id = $1",
+                lease["unit_id"],
+                lease["iteration"],
+            )
+            await self.conn.execute(
+                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
+            )
+        return AcceptedResult(
+            unit_id=lease["unit_id"], iteration=lease["iteration"], num_samples=num_samples
+        )
+
+    async def open_for(self, *, run_id: int, iteration: int) -> list[OpenResult]:
+        """Accepted, unconsumed results of one iteration, in unit order (a fixed sum order)."""
+        records = await self.conn.fetch(
+            "SELECT lease_id, unit_id, worker_id, num_samples, body FROM results "
+            "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL ORDER BY unit_id",
+            run_id,
+            iteration,
+        )
+        return [OpenResult.of(r) for r in records]
+
+    async def count_open(self, *, run_id: int, iteration: int) -> int:
+        return int(
+            await self.conn.fetchval(
+                "SELECT count(*) FROM results "
+                "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL",
+                run_id,
+                iteration,
+            )
+        )

@@ -1,0 +1,137 @@
+"""Runs: creation with their first state and epoch, status changes, progress counters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from coordinator_service.db.models import Run, StepReadiness
+from coordinator_service.errors import CoordinatorError
+from shared.protocol import RunConfig, UnitCounts
+
+_RUN_COLUMNS = (
+    "run_id, status, config, iteration, epoch, iteration_started_at, created_at, finished_at"
+)
+
+PlannedUnit = tuple[int, list[int]]  # (shard, image indices)
+
+
+class RunsRepo:
+    """Queries on ``runs`` and the per-run counters over ``work_units`` and ``results``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def create(
+        self,
+        *,
+        config: RunConfig,
+        weights: bytes,
+        weights_etag: str,
+        checkpoint: bytes,
+        units: Sequence[PlannedUnit],
+    ) -> Run:
+        """Insert the run, its iteration-0 state and epoch-0 units in one transaction."""
+        async with self.conn.transaction():
+            try:
+                record = await self.conn.fetchrow(
+                    f"INSERT INTO runs (status, config) VALUES ('active', $1) "
+                    f"RETURNING {_RUN_COLUMNS}",
+                    config.model_dump(mode="json"),
+                )
+            except asyncpg.UniqueViolationError:
+                raise CoordinatorError("run_active") from None
+            run = Run.of(record)
+            await self.conn.execute(
+                "INSERT INTO run_states (run_id, iteration, weights, weights_etag, checkpoint) "
+                "VALUES ($1, 0, $2, $3, $4)",
+                run.run_id,
+                weights,
+                weights_etag,
+                checkpoint,
+            )
+            await insert_units(self.conn, run_id=run.run_id, epoch=0, units=units)
+        return run
+
+    async def get(self, *, run_id: int) -> Run | None:
+        record = await self.conn.fetchrow(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id
+        )
+        return Run.of(record) if record else None
+
+    async def live(self) -> Run | None:
+        """The active or paused run, if any."""
+        record = await self.conn.fetchrow(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('active', 'paused')"
+        )
+        return Run.of(record) if record else None
+
+    async def latest(self) -> Run | None:
+        """The live run, else the most recent one."""
+        record = await self.conn.fetchrow(
+            f"SELECT {_RUN_COLUMNS} FROM runs "
+            "ORDER BY status IN ('active', 'paused') DESC, run_id DESC LIMIT 1"
+        )
+        return Run.of(record) if record else None
+
+    async def all(self) -> list[Run]:
+        records = await self.conn.fetch(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id")
+        return [Run.of(r) for r in records]
+
+    async def set_status(self, *, run_id: int, status: str) -> Run:
+        """Pause, resume or stop a live run; finished/stopped runs stay as they are."""
+        async with self.conn.transaction():
+            record = await self.conn.fetchrow(
+                f"UPDATE runs SET status = $2, "
+                "finished_at = CASE WHEN $2 IN ('finished', 'stopped') THEN now() END "
+                f"WHERE run_id = $1 AND status IN ('active', 'paused') RETURNING {_RUN_COLUMNS}",
+                run_id,
+                status,
+            )
+            if record is None:
+                raise CoordinatorError("run_not_live")
+            if status == "stopped":
+                # Nothing will consume these any more: end the leases, keep the history.
+                await self.conn.execute(
+                    "UPDATE leases SET status = 'stale', ended_at = now() "
+                    "WHERE run_id = $1 AND status = 'active'",
+                    run_id,
+                )
+        return Run.of(record)
+
+    async def readiness(self, *, run_id: int, iteration: int) -> StepReadiness:
+        """What the aggregator's step rule looks at."""
+        record = await self.conn.fetchrow(
+            """
+            SELECT
+              (SELECT count(*) FROM results
+                WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL) AS accepted,
+              (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'pending')
+                AS pending,
+              (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'leased')
+                AS outstanding
+            """,
+            run_id,
+            iteration,
+        )
+        return StepReadiness.of(record)
+
+    async def unit_counts(self, *, run_id: int, epoch: int) -> UnitCounts:
+        records = await self.conn.fetch(
+            "SELECT status, count(*) AS n FROM work_units "
+            "WHERE run_id = $1 AND epoch = $2 GROUP BY status",
+            run_id,
+            epoch,
+        )
+        return UnitCounts(**{r["status"]: r["n"] for r in records})
+
+
+async def insert_units(
+    conn: asyncpg.Connection, *, run_id: int, epoch: int, units: Sequence[PlannedUnit]
+) -> None:
+    """Add an epoch's planned units (call inside the caller's transaction)."""
+    await conn.executemany(
+        "INSERT INTO work_units (run_id, epoch, shard, image_indices) VALUES ($1, $2, $3, $4)",
+        [(run_id, epoch, shard, indices) for shard, indices in units],
+    )

@@ -1,0 +1,211 @@
+"""Per-iteration state (W_t, Adam), the step transaction, history and sample grids.
+
+:meth:`StatesRepo.commit_step` is the one place the iteration advances. Everything a
+step changes (new state row, history row, consumed results, worker counters, stale
+leases back to the pool, the next epoch's units, pruning) commits together or not at
+all, so a coordinator killed at any moment restarts on a consistent iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from uuid import UUID
+
+import asyncpg
+from pydantic import BaseModel
+
+from coordinator_service.db.models import StoredCheckpoint, StoredWeights
+from coordinator_service.db.runs import PlannedUnit, insert_units
+from shared.protocol import HistoryEntry
+
+
+class StepConflict(RuntimeError):
+    """The run moved or new results arrived since the step was computed: recompute."""
+
+
+class StepWrite(BaseModel):
+    """Everything the aggregator computed for the step from ``iteration`` to ``iteration + 1``."""
+
+    run_id: int
+    iteration: int
+    result_ids: list[UUID]
+    weights: bytes
+    weights_etag: str
+    checkpoint: bytes
+    history: HistoryEntry
+    sample_png: bytes | None
+    keep_last: int
+    checkpoint_every: int
+
+
+class StepOutcome(BaseModel):
+    iteration: int
+    epoch: int
+    status: str
+
+
+class StatesRepo:
+    """Queries on ``run_states``, ``history`` and ``samples``; the step transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def weights(self, *, run_id: int, iteration: int) -> StoredWeights | None:
+        record = await self.conn.fetchrow(
+            "SELECT iteration, weights, weights_etag FROM run_states "
+            "WHERE run_id = $1 AND iteration = $2",
+            run_id,
+            iteration,
+        )
+        return StoredWeights.of(record) if record else None
+
+    async def checkpoint(self, *, run_id: int, iteration: int) -> StoredCheckpoint | None:
+        record = await self.conn.fetchrow(
+            "SELECT iteration, checkpoint FROM run_states WHERE run_id = $1 AND iteration = $2",
+            run_id,
+            iteration,
+        )
+        return StoredCheckpoint.of(record) if record else None
+
+    async def stored_iterations(self, *, run_id: int) -> list[int]:
+        rows = await self.conn.fetch(
+            "SELECT iteration FROM run_states WHERE run_id = $1 ORDER BY iteration", run_id
+        )
+        return [r["iteration"] for r in rows]
+
+    async def sample_png(self, *, run_id: int, iteration: int) -> bytes | None:
+        return await self.conn.fetchval(
+            "SELECT png FROM samples WHERE run_id = $1 AND iteration = $2", run_id, iteration
+        )
+
+    async def sample_iterations(self, *, run_id: int) -> list[int]:
+        rows = await self.conn.fetch(
+            "SELECT iteration FROM samples WHERE run_id = $1 ORDER BY iteration", run_id
+        )
+        return [r["iteration"] for r in rows]
+
+    async def history(
+        self, *, run_id: int, since: int = 0, limit: int = 10_000
+    ) -> list[HistoryEntry]:
+        records = await self.conn.fetch(
+            "SELECT iteration, epoch, g_loss, d_loss, d_real_accuracy, d_fake_accuracy, "
+            "num_results, num_workers, num_images, step_seconds, created_at FROM history "
+            "WHERE run_id = $1 AND iteration >= $2 ORDER BY iteration LIMIT $3",
+            run_id,
+            since,
+            limit,
+        )
+        return [HistoryEntry.model_validate(dict(r)) for r in records]
+
+    async def commit_step(
+        self,
+        *,
+        step: StepWrite,
+        plan_epoch: Callable[[int], Sequence[PlannedUnit]],
+        max_epochs: int | None,
+        max_iterations: int | None,
+    ) -> StepOutcome:
+        """Advance the run from ``step.iteration`` to the next in one transaction."""
+        conn = self.conn
+        async with conn.transaction():
+            run = await conn.fetchrow(
+                "SELECT iteration, epoch, status FROM runs WHERE run_id = $1 FOR UPDATE",
+                step.run_id,
+            )
+            if run is None or run["status"] != "active" or run["iteration"] != step.iteration:
+                raise StepConflict("the run is no longer at this iteration")
+            open_ids = await conn.fetch(
+                "SELECT lease_id FROM results "
+                "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL",
+                step.run_id,
+                step.iteration,
+            )
+            if {r["lease_id"] for r in open_ids} != set(step.result_ids):
+                raise StepConflict("results arrived or were dropped while the step was computed")
+            new_iteration = step.iteration + 1
+            await conn.execute(
+                "INSERT INTO run_states (run_id, iteration, weights, weights_etag, checkpoint) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                step.run_id,
+                new_iteration,
+                step.weights,
+                step.weights_etag,
+                step.checkpoint,
+            )
+            h = step.history
+            await conn.execute(
+                "INSERT INTO history (run_id, iteration, epoch, g_loss, d_loss, d_real_accuracy, "
+                "d_fake_accuracy, num_results, num_workers, num_images, step_seconds) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                step.run_id, step.iteration, run["epoch"], h.g_loss, h.d_loss,
+                h.d_real_accuracy, h.d_fake_accuracy, h.num_results, h.num_workers,
+                h.num_images, h.step_seconds,
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE workers w SET total_images = w.total_images + s.images, "
+                "total_work_units = w.total_work_units + s.units FROM "
+                "(SELECT worker_id, sum(num_samples) AS images, count(*) AS units FROM results "
+                " WHERE lease_id = ANY($1::uuid[]) GROUP BY worker_id) s "
+                "WHERE w.worker_id = s.worker_id",
+                step.result_ids,
+            )
+            # The gradients are in W_t+1 now; keep the row (a repeat upload is answered
+            # from it), drop the blob.
+            await conn.execute(
+                "UPDATE results SET body = NULL, consumed_at = now() "
+                "WHERE lease_id = ANY($1::uuid[])",
+                step.result_ids,
+            )
+            # Leases still out were computed against W_t: their results can only be
+            # stale, so their images go back into the epoch right away.
+            await conn.execute(
+                "UPDATE leases SET status = 'stale', ended_at = now() "
+                "WHERE run_id = $1 AND status = 'active'",
+                step.run_id,
+            )
+            await conn.execute(
+                "UPDATE work_units SET status = 'pending' WHERE run_id = $1 AND status = 'leased'",
+                step.run_id,
+            )
+            epoch = run["epoch"]
+            finished = max_iterations is not None and new_iteration >= max_iterations
+            epoch_complete = not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM work_units "
+                "WHERE run_id = $1 AND epoch = $2 AND status <> 'done')",
+                step.run_id,
+                epoch,
+            )
+            if epoch_complete:
+                if max_epochs is not None and epoch + 1 >= max_epochs:
+                    finished = True
+                elif not finished:
+                    epoch += 1
+                    await insert_units(
+                        conn, run_id=step.run_id, epoch=epoch, units=plan_epoch(epoch)
+                    )
+            status = "finished" if finished else "active"
+            await conn.execute(
+                "UPDATE runs SET iteration = $2, epoch = $3, status = $4, "
+                "iteration_started_at = now(), "
+                "finished_at = CASE WHEN $4 = 'finished' THEN now() END WHERE run_id = $1",
+                step.run_id,
+                new_iteration,
+                epoch,
+                status,
+            )
+            if step.sample_png is not None:
+                await conn.execute(
+                    "INSERT INTO samples (run_id, iteration, png) VALUES ($1, $2, $3)",
+                    step.run_id,
+                    new_iteration,
+                    step.sample_png,
+                )
+            # Bounded storage: the last few states plus every Nth as a checkpoint.
+            await conn.execute(
+                "DELETE FROM run_states WHERE run_id = $1 AND iteration <= $2 "
+                "AND iteration % $3 <> 0",
+                step.run_id,
+                new_iteration - step.keep_last,
+                step.checkpoint_every,
+            )
+        return StepOutcome(iteration=new_iteration, epoch=epoch, status=status)

@@ -1,0 +1,136 @@
+"""Workers and join codes: registration, token lookup, revocation, the leaderboard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from coordinator_service.db.leases import return_to_pool
+from coordinator_service.db.models import Worker
+from shared.protocol import HardwareInfo, LeaderboardEntry, RevokeResponse
+
+_WORKER_COLUMNS = (
+    "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat"
+)
+
+
+class WorkersRepo:
+    """Queries on ``workers`` and ``join_codes``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def join_code_valid(self, *, code: str) -> bool:
+        return bool(
+            await self.conn.fetchval(
+                "SELECT 1 FROM join_codes WHERE code = $1 AND revoked_at IS NULL", code
+            )
+        )
+
+    async def current_join_code(self) -> str | None:
+        return await self.conn.fetchval(
+            "SELECT code FROM join_codes WHERE revoked_at IS NULL "
+            "ORDER BY created_at DESC LIMIT 1"
+        )
+
+    async def ensure_join_code(self, *, code: str) -> str:
+        """Seed the join code from settings on first start; rotation later wins over it."""
+        async with self.conn.transaction():
+            await self.conn.execute("LOCK TABLE join_codes IN EXCLUSIVE MODE")
+            current = await self.current_join_code()
+            if current is not None:
+                return current
+            await self.conn.execute(
+                "INSERT INTO join_codes (code) VALUES ($1) "
+                "ON CONFLICT (code) DO UPDATE SET revoked_at = NULL",
+                code,
+            )
+        return code
+
+    async def rotate_join_code(self, *, code: str) -> str:
+        """Revoke every join code and make ``code`` the only valid one."""
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "UPDATE join_codes SET revoked_at = now() WHERE revoked_at IS NULL"
+            )
+            await self.conn.execute("INSERT INTO join_codes (code) VALUES ($1)", code)
+        return code
+
+    async def register(self, *, name: str, token_hash: str, hardware: HardwareInfo) -> Worker:
+        record = await self.conn.fetchrow(
+            "INSERT INTO workers (name, token_hash, last_heartbeat, hostname, platform, "
+            "python_version, torch_version, device, device_name, cpu_cores, ram_gb, gpu_count, "
+            "gpu_vram_gb) VALUES ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+            f"RETURNING {_WORKER_COLUMNS}",
+            name,
+            token_hash,
+            hardware.hostname,
+            hardware.platform,
+            hardware.python_version,
+            hardware.torch_version,
+            hardware.device,
+            hardware.device_name,
+            hardware.cpu_cores,
+            hardware.ram_gb,
+            hardware.gpu_count,
+            hardware.gpu_vram_gb,
+        )
+        return Worker.of(record)
+
+    async def by_token_hash(self, *, token_hash: str) -> Worker | None:
+        record = await self.conn.fetchrow(
+            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE token_hash = $1", token_hash
+        )
+        return Worker.of(record) if record else None
+
+    async def revoke(self, *, worker_id: int) -> RevokeResponse | None:
+        """Revoke a worker: end its leases, drop its unconsumed results, in one transaction."""
+        async with self.conn.transaction():
+            found = await self.conn.fetchval(
+                "UPDATE workers SET revoked_at = coalesce(revoked_at, now()) "
+                "WHERE worker_id = $1 RETURNING worker_id",
+                worker_id,
+            )
+            if found is None:
+                return None
+            leases = await self.conn.fetch(
+                "UPDATE leases SET status = 'revoked', ended_at = now() "
+                "WHERE worker_id = $1 AND status = 'active' RETURNING unit_id",
+                worker_id,
+            )
+            dropped = await self.conn.fetch(
+                "DELETE FROM results WHERE worker_id = $1 AND consumed_at IS NULL "
+                "RETURNING unit_id",
+                worker_id,
+            )
+            # A dropped result's unit is not done after all: back to the pool.
+            await self.conn.execute(
+                "UPDATE work_units SET status = 'leased', done_iteration = NULL "
+                "WHERE unit_id = ANY($1::bigint[])",
+                [r["unit_id"] for r in dropped],
+            )
+            await return_to_pool(
+                self.conn, [r["unit_id"] for r in leases] + [r["unit_id"] for r in dropped]
+            )
+        return RevokeResponse(
+            worker_id=worker_id, leases_ended=len(leases), results_dropped=len(dropped)
+        )
+
+    async def leaderboard(self, *, limit: int = 100) -> list[LeaderboardEntry]:
+        records = await self.conn.fetch(
+            "SELECT worker_id, name, total_images, total_work_units, last_heartbeat, device, "
+            "device_name, revoked_at IS NOT NULL AS revoked FROM workers "
+            "ORDER BY total_images DESC, worker_id LIMIT $1",
+            limit,
+        )
+        return [LeaderboardEntry.model_validate(dict(r)) for r in records]
+
+    async def counts(self, *, active_since: datetime) -> tuple[int, int]:
+        """(workers heard from since ``active_since``, all non-revoked workers)."""
+        record = await self.conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE last_heartbeat >= $1) AS active, count(*) AS total "
+            "FROM workers WHERE revoked_at IS NULL",
+            active_since,
+        )
+        return int(record["active"]), int(record["total"])

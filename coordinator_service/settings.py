@@ -1,0 +1,63 @@
+"""The coordinator's one settings object: environment variables (prefix ``GAN_``) and ``.env``.
+
+Everything configurable lives here and is passed into ``create_app()``, so tests can
+build a fully isolated coordinator from a plain ``Settings(...)`` without touching the
+process environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER = "changeme"
+
+
+def default_data_dir() -> Path:
+    """Where embedded PostgreSQL keeps its data between restarts."""
+    return Path(platformdirs.user_data_dir("gan-coordinator", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Coordinator configuration; secrets left at the placeholder only work in development."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GAN_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    # DATABASE_URL is the name every hosting platform uses; GAN_DATABASE_URL also works.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("GAN_DATABASE_URL", "DATABASE_URL")
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    admin_token: str = PLACEHOLDER
+    join_code: str = PLACEHOLDER
+    public_url: str = ""
+
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=20, ge=1)
+    torch_threads: int = Field(default=1, ge=0, description="0 leaves torch's default")
+
+    aggregator_enabled: bool = True
+    aggregator_tick_seconds: float = Field(default=0.25, gt=0)
+    keep_last_states: int = Field(default=3, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+    sample_every: int = Field(default=10, ge=0, description="0 disables sample grids")
+    weights_cache_size: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment != "development":
+            for name in ("admin_token", "join_code"):
+                value = getattr(self, name)
+                if value == PLACEHOLDER or len(value) < 8:
+                    raise ValueError(
+                        f"GAN_{name.upper()} must be set to a real secret (8+ characters) "
+                        f"when GAN_ENVIRONMENT={self.environment}"
+                    )
+        return self

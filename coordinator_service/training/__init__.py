@@ -1,0 +1,1 @@
+"""The coordinator's training side: epoch planning, the torch step, the aggregator loop."""

@@ -1,0 +1,189 @@
+"""The aggregator: waits for enough results, takes the step, publishes W_t+1.
+
+One per database: the loop first takes a Postgres advisory lock on a connection of its
+own, so with several API replicas exactly one steps (if its process dies, the lock goes
+with its connection and another replica takes over). The step rule (DESIGN.md) is: step
+when ``units_per_step`` results of iteration t are accepted, or nothing is pending and
+every leased unit of t is in, or ``step_timeout`` has passed with at least one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+
+import asyncpg
+
+from coordinator_service.db.leases import LeasesRepo
+from coordinator_service.db.models import Run, StepReadiness
+from coordinator_service.db.pool import connect
+from coordinator_service.db.results import ResultsRepo
+from coordinator_service.db.runs import RunsRepo
+from coordinator_service.db.states import StatesRepo, StepConflict, StepWrite
+from coordinator_service.metrics import Metrics
+from coordinator_service.settings import Settings
+from coordinator_service.training import engine
+from coordinator_service.training.planner import plan_epoch
+from coordinator_service.weights_cache import CachedWeights, WeightsCache
+from shared.protocol import HistoryEntry
+
+log = logging.getLogger(__name__)
+
+ADVISORY_LOCK_KEY = 0x47414E4E_41474752  # "GANNAGGR": one aggregator per database
+
+
+def should_step(run: Run, ready: StepReadiness, now: datetime) -> bool:
+    """The step rule; pure so it can be tested without a database."""
+    if run.status != "active" or ready.accepted == 0:
+        return False
+    if ready.accepted >= run.config.units_per_step:
+        return True
+    if ready.pending == 0 and ready.outstanding == 0:
+        return True
+    return (now - run.iteration_started_at).total_seconds() >= run.config.step_timeout
+
+
+class Aggregator:
+    """The background task started by the app's lifespan."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        database_url: str,
+        cache: WeightsCache,
+        metrics: Metrics,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.database_url = database_url
+        self.cache = cache
+        self.metrics = metrics
+        self.wake = asyncio.Event()
+        self._state: engine.TrainingState | None = None
+
+    async def run_forever(self) -> None:
+        """Hold leadership and tick; on any error, log, wait and start over."""
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("aggregator failed; retrying in 1 s")
+                self._state = None
+                await asyncio.sleep(1.0)
+
+    async def _lead(self) -> None:
+        conn = await connect(self.database_url)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+                await asyncio.sleep(1.0)
+            log.info("aggregator holds the advisory lock")
+            while True:
+                await self.tick()
+                try:
+                    await asyncio.wait_for(
+                        self.wake.wait(), timeout=self.settings.aggregator_tick_seconds
+                    )
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
+                await conn.execute("SELECT 1")  # notice a lost connection (and lock) early
+        finally:
+            await conn.close(timeout=2)
+
+    async def tick(self) -> bool:
+        """Expire leases and step if the rule says so; True if a step was taken."""
+        async with self.pool.acquire() as conn:
+            run = await RunsRepo(conn).live()
+            if run is None or run.status != "active":
+                return False
+            await LeasesRepo(conn).expire(run_id=run.run_id)
+            ready = await RunsRepo(conn).readiness(run_id=run.run_id, iteration=run.iteration)
+        if not should_step(run, ready, datetime.now(timezone.utc)):
+            return False
+        for _ in range(3):
+            try:
+                await self._step(run)
+                return True
+            except StepConflict as exc:
+                log.info("step of iteration %d recomputed: %s", run.iteration, exc)
+                async with self.pool.acquire() as conn:
+                    fresh = await RunsRepo(conn).get(run_id=run.run_id)
+                if fresh is None or fresh.iteration != run.iteration or fresh.status != "active":
+                    return False
+        return False
+
+    async def _training_state(self, run: Run) -> engine.TrainingState:
+        state = self._state
+        if state is not None and (state.run_id, state.iteration) == (run.run_id, run.iteration):
+            return state
+        async with self.pool.acquire() as conn:
+            stored = await StatesRepo(conn).checkpoint(run_id=run.run_id, iteration=run.iteration)
+        if stored is None:
+            raise RuntimeError(f"run {run.run_id} has no state for iteration {run.iteration}")
+        return await asyncio.to_thread(
+            engine.load_checkpoint, run.run_id, run.config, stored.checkpoint
+        )
+
+    async def _step(self, run: Run) -> None:
+        started = time.perf_counter()
+        state = await self._training_state(run)
+        async with self.pool.acquire() as conn:
+            results = await ResultsRepo(conn).open_for(run_id=run.run_id, iteration=run.iteration)
+        if not results:
+            raise StepConflict("no results left to aggregate")
+        every = self.settings.sample_every
+        with_sample = every > 0 and (run.iteration + 1) % every == 0
+        product = await asyncio.to_thread(
+            engine.step, state, [r.body for r in results], run.config, with_sample=with_sample
+        )
+        m = product.metrics
+        write = StepWrite(
+            run_id=run.run_id,
+            iteration=run.iteration,
+            result_ids=[r.lease_id for r in results],
+            weights=product.encoded.weights,
+            weights_etag=product.encoded.weights_etag,
+            checkpoint=product.encoded.checkpoint,
+            history=HistoryEntry(
+                iteration=run.iteration,
+                epoch=run.epoch,
+                g_loss=m.g_loss,
+                d_loss=m.d_loss,
+                d_real_accuracy=m.d_real_accuracy,
+                d_fake_accuracy=m.d_fake_accuracy,
+                num_results=len(results),
+                num_workers=len({r.worker_id for r in results}),
+                num_images=product.num_samples,
+                step_seconds=time.perf_counter() - started,
+                created_at=datetime.now(timezone.utc),
+            ),
+            sample_png=product.sample_png,
+            keep_last=self.settings.keep_last_states,
+            checkpoint_every=self.settings.checkpoint_every,
+        )
+        async with self.pool.acquire() as conn:
+            outcome = await StatesRepo(conn).commit_step(
+                step=write,
+                plan_epoch=lambda epoch: plan_epoch(run.config, epoch),
+                max_epochs=run.config.max_epochs,
+                max_iterations=run.config.max_iterations,
+            )
+        self._state = product.state
+        self.cache.put(
+            run.run_id,
+            outcome.iteration,
+            CachedWeights(product.encoded.weights, product.encoded.weights_etag),
+        )
+        self.metrics.steps.inc()
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
+        log.info(
+            "run %d: iteration %d -> %d from %d results (%d images), g %.3f d %.3f%s",
+            run.run_id, run.iteration, outcome.iteration, len(results), product.num_samples,
+            m.g_loss, m.d_loss, " - finished" if outcome.status == "finished" else "",
+        )  # fmt: skip

@@ -1,0 +1,100 @@
+"""Simulated workers for coordinator tests: valid results without (or with) real compute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import torch
+
+from shared.builtin_faces import BuiltinFaces
+from shared.codec import decode_snapshot, encode_result
+from shared.models import ModelConfig, StateSpec, build_models, load_model_state
+from shared.protocol import LEASE_HEADER, WorkUnit
+from shared.training_step import GRADIENTS, UnitMetrics, UnitResult, compute_gradients
+
+
+def model_config(unit: WorkUnit) -> ModelConfig:
+    m = unit.run.model
+    return ModelConfig(m.latent_dim, m.generator_features, m.discriminator_features)
+
+
+def fake_result(unit: WorkUnit, *, seed: int | None = None, scale: float = 1e-3,
+                nan: bool = False) -> UnitResult:  # fmt: skip
+    """A valid-looking result for ``unit``: seeded random gradients and buffers."""
+    spec = StateSpec.from_config(model_config(unit))
+    rng = torch.Generator().manual_seed(unit.unit_id if seed is None else seed)
+    tensors = {k: torch.randn(s, generator=rng) * scale for k, s in spec.parameters.items()}
+    buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in spec.buffers.items()}
+    if nan:
+        next(iter(tensors.values())).view(-1)[0] = float("nan")
+    return UnitResult(
+        kind=GRADIENTS,
+        iteration=unit.iteration,
+        num_samples=len(unit.image_indices),
+        tensors=tensors,
+        buffers=buffers,
+        metrics=UnitMetrics(0.7, 1.3, 0.5, 0.5),
+    )
+
+
+def fake_body(unit: WorkUnit, **kwargs: Any) -> bytes:
+    return encode_result(fake_result(unit, **kwargs))
+
+
+def real_result(unit: WorkUnit, weights: bytes, *, batch_size: int = 64) -> UnitResult:
+    """What a real worker computes for ``unit`` at the downloaded weights."""
+    config = model_config(unit)
+    snapshot = decode_snapshot(weights, StateSpec.from_config(config))
+    generator, discriminator = build_models(config)
+    load_model_state(generator, discriminator, snapshot.weights)
+    dataset = unit.run.dataset
+    images = BuiltinFaces(dataset.num_images, dataset.builtin_seed).load(unit.image_indices)
+    return compute_gradients(
+        generator, discriminator, images, unit.image_indices,
+        batch_size=batch_size, seed=unit.run.seed, iteration=unit.iteration,
+    )  # fmt: skip
+
+
+def claim(client: httpx.Client, cached_shards: list[int] | None = None) -> WorkUnit | None:
+    response = client.post("/work-units/claim", json={"cached_shards": cached_shards or []})
+    if response.status_code == 204:
+        return None
+    assert response.status_code == 200, response.text
+    return WorkUnit.model_validate(response.json())
+
+
+def upload(client: httpx.Client, unit: WorkUnit, body: bytes,
+           lease_id: str | None = None) -> httpx.Response:  # fmt: skip
+    return client.post(
+        f"/work-units/{unit.unit_id}/result",
+        content=body,
+        headers={LEASE_HEADER: lease_id or unit.lease_id,
+                 "Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+
+
+async def database_fingerprint(database_url: str) -> dict[str, str]:
+    """An md5 of every table's rows: equal fingerprints mean nothing changed."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = [r["tablename"] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")]
+        out = {}
+        for table in tables:
+            out[table] = await conn.fetchval(
+                f'SELECT md5(coalesce(string_agg(t::text, \',\' ORDER BY t::text), \'\')) '
+                f'FROM "{table}" t'
+            )
+        return out
+    finally:
+        await conn.close()
+
+
+async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
