@@ -8,10 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from coordinator_service.api import admin, progress, weights, work_units, workers
+from coordinator_service.api import admin, dashboard, progress, weights, work_units, workers
 from coordinator_service.api import errors as error_handlers
 from coordinator_service.api.deps import CoordinatorState, StateDep
 from coordinator_service.db.pool import check_schema, create_pool
@@ -23,11 +23,6 @@ from coordinator_service.weights_cache import WeightsCache
 from shared.protocol import API_PREFIX
 
 log = logging.getLogger(__name__)
-
-DASHBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>GANNs with friends</title>
-</head><body><h1>GANNs with friends</h1><p>Coordinator running. See <a href="/docs">/docs</a>,
-<a href="/api/v1/status">status</a>, <a href="/api/v1/history">history</a>,
-<a href="/api/v1/leaderboard">leaderboard</a>.</p></body></html>"""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -83,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     error_handlers.install(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (workers, work_units, weights, progress, admin):
+    for module in (workers, work_units, weights, progress, dashboard, admin):
         api.include_router(module.router)
     app.include_router(api)
 
@@ -97,10 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics(state: StateDep) -> Response:
         """Prometheus metrics."""
+        await dashboard.refresh_gauges(state)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
-        return HTMLResponse(DASHBOARD)
-
+    dashboard.install(app)  # GET /, /static, traffic metrics
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -22,4 +22,20 @@ class Metrics:
         self.steps = Counter("gan_steps", "Optimizer steps taken", registry=self.registry)
         self.step_seconds = Histogram(
             "gan_step_seconds", "Time to compute and commit a step", registry=self.registry
+        )
+        # Traffic and claims (counted by coordinator_service.api.dashboard.TrafficMetrics).
+        self.claim_seconds = Histogram(
+            "gan_claim_seconds", "Time to answer a claim", registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )  # fmt: skip
+        self.bytes_in = Counter("gan_http_bytes_in", "Request body bytes", registry=self.registry)
+        self.bytes_out = Counter(
+            "gan_http_bytes_out", "Response body bytes", registry=self.registry
+        )
+        # Read from the database at scrape time (api.dashboard.refresh_gauges).
+        self.iteration = Gauge(
+            "gan_iteration", "Iteration of the live run (0 without one)", registry=self.registry
+        )
+        self.workers = Gauge(
+            "gan_workers", "Registered workers by status", ["status"], registry=self.registry
         )

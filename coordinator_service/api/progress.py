@@ -1,8 +1,10 @@
-"""Read-only progress for everyone: status, history, leaderboard, samples, runs, dataset."""
+"""Read-only progress for everyone: history, samples, runs, dataset.
+
+/status, /leaderboard and /cluster, richer, are in :mod:`coordinator_service.api.dashboard`.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -11,24 +13,14 @@ from coordinator_service.api.convert import dataset_info
 from coordinator_service.api.deps import ConnDep
 from coordinator_service.api.responses import errors
 from coordinator_service.db.models import Run
-from coordinator_service.db.results import ResultsRepo
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.states import StatesRepo
-from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.errors import CoordinatorError
-from shared.protocol import (
-    DatasetInfo,
-    HistoryEntry,
-    LeaderboardEntry,
-    RunSummary,
-    StatusResponse,
-    UnitCounts,
-)
+from shared.protocol import DatasetInfo, HistoryEntry, RunSummary
 
 router = APIRouter(tags=["progress"])
 
 RunQuery = Annotated[int | None, Query(description="run id; default: the current run")]
-ACTIVE_WINDOW = timedelta(minutes=2)
 
 
 async def _run(conn: ConnDep, run_id: int | None) -> Run:
@@ -39,26 +31,6 @@ async def _run(conn: ConnDep, run_id: int | None) -> Run:
     return run
 
 
-@router.get("/status")
-async def status(conn: ConnDep) -> StatusResponse:
-    """The current (or latest) run, its units and the class's activity."""
-    run = await RunsRepo(conn).latest()
-    active, total = await WorkersRepo(conn).counts(
-        active_since=datetime.now(timezone.utc) - ACTIVE_WINDOW
-    )
-    units, waiting = UnitCounts(), 0
-    if run is not None:
-        units = await RunsRepo(conn).unit_counts(run_id=run.run_id, epoch=run.epoch)
-        waiting = await ResultsRepo(conn).count_open(run_id=run.run_id, iteration=run.iteration)
-    return StatusResponse(
-        run=run.summary() if run else None,
-        units=units,
-        results_waiting=waiting,
-        active_workers=active,
-        total_workers=total,
-    )
-
-
 @router.get("/history", responses=errors("no_run", "unknown_run"))
 async def history(
     conn: ConnDep, run_id: RunQuery = None, since: Annotated[int, Query(ge=0)] = 0
@@ -66,14 +38,6 @@ async def history(
     """One entry per optimizer step: losses, D accuracies, workers, images."""
     run = await _run(conn, run_id)
     return await StatesRepo(conn).history(run_id=run.run_id, since=since)
-
-
-@router.get("/leaderboard")
-async def leaderboard(
-    conn: ConnDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[LeaderboardEntry]:
-    """Workers by images contributed to steps."""
-    return await WorkersRepo(conn).leaderboard(limit=limit)
 
 
 @router.get(

@@ -1,0 +1,171 @@
+"""Read-only queries behind the dashboard, /status, /leaderboard, /cluster and /metrics.
+
+Every "how recently" judgement uses the database's clock (``now()``), the same clock
+that stamped ``last_heartbeat`` and ``accepted_at``, so a coordinator host whose clock
+drifts from PostgreSQL's never shows a worker as offline by mistake.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict
+
+from coordinator_service.dashboard_models import (
+    ACTIVE_SECONDS,
+    IDLE_SECONDS,
+    DeviceCount,
+    WorkerCounts,
+    WorkerStatus,
+)
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class WorkerRow(_Row):
+    """A worker with its hardware, rank and how recently it was heard from."""
+
+    rank: int
+    worker_id: int
+    name: str
+    status: WorkerStatus
+    total_images: int
+    total_work_units: int
+    last_heartbeat: datetime | None
+    seconds_since_seen: float | None
+    device: str
+    device_name: str
+    cpu_cores: int
+    ram_gb: float
+    gpu_count: int
+    gpu_vram_gb: float
+    registered_at: datetime
+    revoked: bool
+
+
+class ClusterTotals(_Row):
+    workers_online: int
+    workers_active: int
+    cpu_cores: int
+    ram_gb: float
+    gpus: int
+    gpu_vram_gb: float
+    devices: list[DeviceCount]
+
+
+class RunTotals(_Row):
+    """Counters of one run at the moment of the query."""
+
+    images_processed: int
+    steps: int
+    last_step_at: datetime | None
+    recent_images: int
+    first_result_at: datetime | None
+    latest_sample_iteration: int | None
+    now: datetime
+
+
+# $1 = active seconds, $2 = idle seconds.
+_STATUS = """
+CASE WHEN w.revoked_at IS NOT NULL THEN 'revoked'
+     WHEN w.last_heartbeat >= now() - make_interval(secs => $1) THEN 'active'
+     WHEN w.last_heartbeat >= now() - make_interval(secs => $2) THEN 'idle'
+     ELSE 'offline' END
+"""
+
+_WORKERS = f"""
+SELECT rank() OVER (PARTITION BY w.revoked_at IS NULL ORDER BY w.total_images DESC) AS rank,
+       w.worker_id, w.name, {_STATUS} AS status, w.total_images, w.total_work_units,
+       w.last_heartbeat, extract(epoch FROM now() - w.last_heartbeat)::float8 AS seconds_since_seen,
+       w.device, w.device_name, w.cpu_cores, w.ram_gb, w.gpu_count, w.gpu_vram_gb,
+       w.created_at AS registered_at, w.revoked_at IS NOT NULL AS revoked
+FROM workers w
+WHERE $3 OR w.revoked_at IS NULL
+ORDER BY w.revoked_at IS NOT NULL, w.total_images DESC, w.total_work_units DESC, w.worker_id
+LIMIT $4
+"""
+
+
+class DashboardRepo:
+    """Aggregates over ``workers``, ``history``, ``results`` and ``samples``; never writes."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def leaderboard(
+        self, *, include_revoked: bool = False, limit: int = 1000
+    ) -> list[WorkerRow]:
+        """Workers by images contributed; revoked ones only when asked (the admin export)."""
+        records = await self.conn.fetch(
+            _WORKERS, ACTIVE_SECONDS, IDLE_SECONDS, include_revoked, limit
+        )
+        return [WorkerRow.model_validate(dict(r)) for r in records]
+
+    async def worker_counts(self) -> WorkerCounts:
+        """Non-revoked workers by status."""
+        record = await self.conn.fetchrow(
+            f"SELECT count(*) FILTER (WHERE s = 'active') AS active, "
+            f"count(*) FILTER (WHERE s = 'idle') AS idle, "
+            f"count(*) FILTER (WHERE s = 'offline') AS offline, count(*) AS total "
+            f"FROM (SELECT {_STATUS} AS s FROM workers w WHERE w.revoked_at IS NULL) t",
+            ACTIVE_SECONDS,
+            IDLE_SECONDS,
+        )
+        return WorkerCounts.model_validate(dict(record))
+
+    async def cluster(self) -> ClusterTotals:
+        """Summed hardware of the workers heard from within the idle window."""
+        online = (
+            "FROM workers WHERE revoked_at IS NULL "
+            "AND last_heartbeat >= now() - make_interval(secs => $2)"
+        )
+        totals = await self.conn.fetchrow(
+            "SELECT count(*) AS workers_online, "
+            "count(*) FILTER (WHERE last_heartbeat >= now() - make_interval(secs => $1)) "
+            "AS workers_active, coalesce(sum(cpu_cores), 0)::int AS cpu_cores, "
+            "coalesce(sum(ram_gb), 0)::float8 AS ram_gb, coalesce(sum(gpu_count), 0)::int AS gpus, "
+            f"coalesce(sum(gpu_vram_gb), 0)::float8 AS gpu_vram_gb {online}",
+            ACTIVE_SECONDS,
+            IDLE_SECONDS,
+        )
+        devices = await self.conn.fetch(
+            "SELECT CASE WHEN gpu_count > 0 AND device_name <> '' THEN device_name "
+            "WHEN gpu_count > 0 OR device NOT LIKE 'cpu%' THEN upper(split_part(device, ':', 1)) "
+            f"ELSE 'CPU' END AS device, count(*) AS workers {online} "
+            "GROUP BY 1 ORDER BY workers DESC, device",
+            ACTIVE_SECONDS,
+            IDLE_SECONDS,
+        )
+        return ClusterTotals(
+            **dict(totals), devices=[DeviceCount.model_validate(dict(d)) for d in devices]
+        )
+
+    async def run_totals(self, *, run_id: int, window_seconds: float) -> RunTotals:
+        """Images stepped, steps, the last step, images accepted within the window."""
+        record = await self.conn.fetchrow(
+            """
+            SELECT
+              (SELECT coalesce(sum(num_images), 0) FROM history WHERE run_id = $1)
+                AS images_processed,
+              (SELECT count(*) FROM history WHERE run_id = $1) AS steps,
+              (SELECT max(created_at) FROM history WHERE run_id = $1) AS last_step_at,
+              (SELECT coalesce(sum(num_samples), 0) FROM results
+                WHERE run_id = $1 AND accepted_at >= now() - make_interval(secs => $2))
+                AS recent_images,
+              (SELECT min(accepted_at) FROM results WHERE run_id = $1) AS first_result_at,
+              (SELECT max(iteration) FROM samples WHERE run_id = $1) AS latest_sample_iteration,
+              now() AS now
+            """,
+            run_id,
+            window_seconds,
+        )
+        return RunTotals.model_validate(dict(record))
+
+    async def live_iteration(self) -> int | None:
+        """The iteration of the active or paused run (the /metrics gauge)."""
+        return await self.conn.fetchval(
+            "SELECT iteration FROM runs WHERE status IN ('active', 'paused')"
+        )

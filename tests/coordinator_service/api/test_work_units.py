@@ -1,0 +1,133 @@
+"""Claims, leases, backups, repeats and releases against a real server and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from tests.conftest import NARROW_RUN, RunningCoordinator
+from tests.coordinator_service.helpers import claim, database_fingerprint, fake_body, fetch, upload
+
+TWENTY_UNITS = {**NARROW_RUN, "dataset": {"size": 320, "shard_size": 320}}  # 20 units of 16
+ONE_UNIT = {**NARROW_RUN, "dataset": {"size": 16, "shard_size": 16}}
+
+
+async def _claim_all(coordinator: RunningCoordinator, tokens: list[str]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=coordinator.api, timeout=60) as client:
+        return list(await asyncio.gather(*(
+            client.post("/work-units/claim", json={}, headers={"Authorization": f"Bearer {t}"})
+            for t in tokens
+        )))  # fmt: skip
+
+
+def test_100_concurrent_claims_on_20_units_lease_each_once(
+    coordinator: RunningCoordinator,
+) -> None:
+    tokens = [coordinator.register(f"w{i}") for i in range(100)]
+    coordinator.start_run(**TWENTY_UNITS)
+    responses = asyncio.run(_claim_all(coordinator, tokens))
+    leased = [r.json() for r in responses if r.status_code == 200]
+    assert sorted(r.status_code for r in responses) == [200] * 20 + [204] * 80
+    assert len({u["unit_id"] for u in leased}) == 20
+    rows = asyncio.run(fetch(
+        coordinator.database_url,
+        "SELECT unit_id, count(*) AS n FROM leases WHERE status = 'active' GROUP BY unit_id",
+    ))  # fmt: skip
+    assert len(rows) == 20 and all(r["n"] == 1 for r in rows)
+
+
+def test_expired_lease_is_claimed_again_and_the_late_result_gets_409(
+    coordinator: RunningCoordinator,
+) -> None:
+    slow, fast = (coordinator.client(coordinator.register(n)) for n in ("slow", "fast"))
+    coordinator.start_run(**ONE_UNIT, lease_seconds=0.5)
+    lost = claim(slow)
+    assert lost is not None and claim(fast) is None  # the only unit is out
+    time.sleep(1.0)
+    again = claim(fast)
+    assert again is not None and again.unit_id == lost.unit_id
+    assert again.lease_id != lost.lease_id
+    before = asyncio.run(database_fingerprint(coordinator.database_url))
+    late = upload(slow, lost, fake_body(lost))
+    assert late.status_code == 409 and late.json()["code"] == "lease_expired"
+    assert asyncio.run(database_fingerprint(coordinator.database_url)) == before
+    assert upload(fast, again, fake_body(again)).status_code == 200
+
+
+def test_idle_worker_gets_a_backup_and_the_first_result_wins(
+    coordinator: RunningCoordinator,
+) -> None:
+    a, b = (coordinator.client(coordinator.register(n)) for n in ("a", "b"))
+    coordinator.start_run(**ONE_UNIT, backup_after_seconds=0.0, units_per_step=5)
+    first = claim(a)
+    backup = claim(b)
+    assert first is not None and backup is not None
+    assert backup.is_backup and backup.unit_id == first.unit_id
+    assert claim(a) is None  # never a backup of your own lease, at most one backup
+    assert upload(b, backup, fake_body(backup)).status_code == 200
+    loser = upload(a, first, fake_body(first))
+    assert loser.status_code == 409 and loser.json()["code"] == "unit_completed"
+
+
+def test_a_repeat_upload_answers_as_the_first(coordinator: RunningCoordinator) -> None:
+    worker = coordinator.client(coordinator.register())
+    coordinator.start_run(**NARROW_RUN, units_per_step=10)
+    unit = claim(worker)
+    assert unit is not None
+    body = fake_body(unit)
+    first, again = upload(worker, unit, body), upload(worker, unit, body)
+    assert first.status_code == again.status_code == 200
+    assert {**first.json(), "duplicate": True} == again.json()
+    rows = asyncio.run(fetch(coordinator.database_url, "SELECT count(*) AS n FROM results"))
+    assert rows[0]["n"] == 1
+
+
+def test_release_puts_the_unit_back_and_heartbeat_extends_leases(
+    coordinator: RunningCoordinator,
+) -> None:
+    worker = coordinator.client(coordinator.register())
+    coordinator.start_run(**ONE_UNIT, lease_seconds=30)
+    unit = claim(worker)
+    assert unit is not None
+    beat = worker.post("/workers/me/heartbeat").json()
+    assert beat["leases_extended"] == 1
+    assert beat["lease_deadline"] >= unit.lease_deadline.isoformat()
+    released = worker.post(f"/work-units/{unit.unit_id}/release",
+                           headers={"X-Lease-Id": unit.lease_id})  # fmt: skip
+    assert released.status_code == 200 and released.json()["released"] is True
+    again = claim(worker)
+    assert again is not None and again.unit_id == unit.unit_id
+    twice = worker.post(f"/work-units/{unit.unit_id}/release",
+                        headers={"X-Lease-Id": unit.lease_id})  # fmt: skip
+    assert twice.status_code == 409
+
+
+def test_no_run_404_paused_204_stopped_410(coordinator: RunningCoordinator) -> None:
+    worker = coordinator.client(coordinator.register())
+    none = worker.post("/work-units/claim", json={})
+    assert none.status_code == 404 and none.json()["code"] == "no_run"
+    coordinator.start_run(**NARROW_RUN)
+    admin = coordinator.admin()
+    assert admin.post("/admin/runs", json={}).json()["code"] == "run_active"
+    assert admin.post("/admin/runs/current/pause").json()["status"] == "paused"
+    assert worker.post("/work-units/claim", json={}).status_code == 204
+    assert admin.post("/admin/runs/current/resume").json()["status"] == "active"
+    assert claim(worker) is not None
+    assert admin.post("/admin/runs/current/stop").json()["status"] == "stopped"
+    gone = worker.post("/work-units/claim", json={})
+    assert gone.status_code == 410 and gone.json()["code"] == "run_finished"
+    # past runs stay queryable, and a new run may start
+    assert [r["status"] for r in worker.get("/runs").json()] == ["stopped"]
+    coordinator.start_run(**NARROW_RUN)
+    assert len(worker.get("/runs").json()) == 2
+
+
+def test_cached_shards_are_preferred(coordinator: RunningCoordinator) -> None:
+    worker = coordinator.client(coordinator.register())
+    coordinator.start_run(**NARROW_RUN)  # 640 images in two shards of 320
+    for shard in (1, 0, 1):
+        unit = claim(worker, cached_shards=[shard])
+        assert unit is not None
+        assert all(shard * 320 <= i < (shard + 1) * 320 for i in unit.image_indices)

@@ -1,0 +1,72 @@
+"""A coordinator killed with SIGKILL between accepting results and stepping loses nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import torch
+
+from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
+from shared.codec import decode_result, decode_snapshot
+from shared.models import ModelConfig, StateSpec
+from shared.protocol import API_PREFIX
+from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
+from tests.coordinator_service.helpers import claim, fake_body, upload
+
+CONFIG = ModelConfig(latent_dim=32, generator_features=8, discriminator_features=8)
+
+
+def _clients(url: str, token: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url + API_PREFIX, headers=headers, timeout=60)
+
+
+def test_kill_9_before_the_step_resumes_the_same_iteration(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    spec = StateSpec.from_config(CONFIG)
+    first = spawn_coordinator(database_url)
+    with _clients(first.url, TEST_ADMIN_TOKEN) as admin, _clients(first.url) as anon:
+        assert admin.post("/admin/runs", json={"config": {**NARROW_RUN, "units_per_step": 3,
+                          "step_timeout": 3600}}).status_code == 201  # fmt: skip
+        token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
+            "token"
+        ]
+    worker = _clients(first.url, token)
+    units = [claim(worker) for _ in range(3)]
+    assert all(u is not None for u in units)
+    bodies = [fake_body(u) for u in units]  # type: ignore[arg-type]
+    w0 = worker.get(first.url + units[0].weights_url).content  # type: ignore[union-attr]
+    for unit, body in zip(units[:2], bodies[:2], strict=True):
+        assert upload(worker, unit, body).status_code == 200  # type: ignore[arg-type]
+    worker.close()
+    first.kill()
+
+    second = spawn_coordinator(database_url)
+    worker = _clients(second.url, token)
+    status = worker.get("/status").json()
+    assert status["run"]["iteration"] == 0 and status["results_waiting"] == 2
+    # a repeat of an upload from before the crash still answers as the first did
+    assert upload(worker, units[0], bodies[0]).json()["duplicate"] is True  # type: ignore[arg-type]
+    assert upload(worker, units[2], bodies[2]).status_code == 200  # type: ignore[arg-type]
+    deadline = time.monotonic() + 60
+    while (response := worker.get("/weights/1")).status_code != 200:
+        assert time.monotonic() < deadline, second.log()
+        time.sleep(0.05)
+    worker.close()
+
+    # What an uninterrupted coordinator computes: the three results in unit order.
+    weights0 = decode_snapshot(w0, spec).weights
+    results = [decode_result(b, spec) for _, b in sorted(zip(
+        [u.unit_id for u in units], bodies, strict=True))]  # type: ignore[union-attr]  # fmt: skip
+    params = {k: weights0[k] for k in spec.parameters}
+    expected, _ = apply_gradients(weights0, aggregate(results), initial_optimizer_state(params),
+                                  AdamConfig())  # fmt: skip
+    served = decode_snapshot(response.content, spec).weights
+    for name, tensor in expected.items():
+        assert torch.equal(served[name], tensor), name
+    with _clients(second.url) as anon:
+        history = anon.get("/history").json()
+    assert len(history) == 1 and history[0]["num_results"] == 3
