@@ -1,0 +1,199 @@
+"""``gan-coordinator export`` and ``gan-coordinator sample``: the class's generator as a file.
+
+An exported generator is one safetensors file: the generator's parameters and BatchNorm
+running statistics under their ``nn.Module`` names (so ``Generator.load_state_dict``
+takes them as they are), and string metadata saying what it is (``format``), where it
+came from (``run_id``, ``iteration``) and how to build the network (``model``, the run's
+whole ``run_config``, both JSON). No pickle: the file can be shared and opened anywhere.
+
+``sample`` needs no database: it rebuilds the generator from such a file and draws a
+grid with :mod:`shared.samples` (fixed noise from a seed: the same seed, the same faces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from shared.codec import CodecError, decode_snapshot, read_metadata
+from shared.models import GENERATOR, Generator, ModelConfig
+from shared.protocol import RunConfig
+from shared.samples import fixed_noise, sample_grid_png
+
+FORMAT_GENERATOR = "ganns-generator/1"
+
+
+class ExportError(RuntimeError):
+    """Nothing to export (no run, no stored iteration) or a file that is not a generator."""
+
+
+@dataclass(frozen=True)
+class ExportedGenerator:
+    """The bytes of an exported generator file and what they hold."""
+
+    data: bytes
+    run_id: int
+    iteration: int
+
+
+def generator_file(
+    weights: dict[str, Tensor], *, run_id: int, iteration: int, config: RunConfig
+) -> bytes:
+    """The generator part of a flat W_t as safetensors bytes with its config as metadata."""
+    prefix = GENERATOR + "."
+    tensors = {
+        k[len(prefix) :]: v.detach().to("cpu", torch.float32).contiguous()
+        for k, v in weights.items()
+        if k.startswith(prefix)
+    }
+    if not tensors:
+        raise ExportError("the weights hold no generator tensors")
+    model = ModelConfig(
+        latent_dim=config.latent_dim,
+        generator_features=config.generator_features,
+        discriminator_features=config.discriminator_features,
+    )
+    metadata = {
+        "format": FORMAT_GENERATOR,
+        "run_id": str(run_id),
+        "iteration": str(iteration),
+        "model": json.dumps(model.to_dict(), sort_keys=True),
+        "run_config": config.model_dump_json(),
+    }
+    return st_save(tensors, metadata)
+
+
+def load_generator(data: bytes) -> tuple[Generator, dict[str, str]]:
+    """A generator (eval mode, CPU) and the metadata from an exported file's bytes."""
+    try:
+        metadata = read_metadata(data)
+    except CodecError as exc:
+        raise ExportError(f"not an exported generator: {exc}") from None
+    if metadata.get("format") != FORMAT_GENERATOR:
+        raise ExportError(f"not an exported generator (format must be {FORMAT_GENERATOR!r})")
+    try:
+        model = ModelConfig(**json.loads(metadata["model"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportError(f"exported generator has unreadable model metadata: {exc}") from None
+    generator = Generator(model.latent_dim, model.generator_features, model.channels)
+    missing, unexpected = generator.load_state_dict(st_load(data), strict=False)
+    # num_batches_tracked is not part of W_t (see shared.models); every other key must match.
+    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ExportError(f"generator tensors do not match: missing={missing} extra={unexpected}")
+    generator.eval()
+    return generator, metadata
+
+
+async def export_generator(
+    database_url: str, *, run_id: int | None = None, iteration: int | None = None
+) -> ExportedGenerator:
+    """Read W_t of a run (default: the current or latest) at ``iteration`` (default: newest)."""
+    # Imported here: `sample` and --help need no database driver.
+    from coordinator_service.db.pool import connect
+    from coordinator_service.db.runs import RunsRepo
+    from coordinator_service.db.states import StatesRepo
+    from coordinator_service.training.engine import model_config, state_spec
+
+    conn = await connect(database_url)
+    try:
+        runs = RunsRepo(conn)
+        run = await (runs.get(run_id=run_id) if run_id is not None else runs.latest())
+        if run is None:
+            raise ExportError(f"no run {run_id}" if run_id is not None else "no run yet")
+        states = StatesRepo(conn)
+        stored_iterations = await states.stored_iterations(run_id=run.run_id)
+        wanted = iteration if iteration is not None else max(stored_iterations, default=-1)
+        stored = await states.weights(run_id=run.run_id, iteration=wanted)
+        if stored is None:
+            raise ExportError(
+                f"run {run.run_id} has no stored weights for iteration {wanted}; stored: "
+                f"{', '.join(map(str, stored_iterations)) or 'none'} (the last few iterations "
+                "and every checkpoint_every-th are kept)"
+            )
+    finally:
+        await conn.close()
+    snapshot = decode_snapshot(stored.weights, state_spec(model_config(run.config)))
+    data = generator_file(
+        snapshot.weights, run_id=run.run_id, iteration=snapshot.iteration, config=run.config
+    )
+    return ExportedGenerator(data=data, run_id=run.run_id, iteration=snapshot.iteration)
+
+
+def sample_png(data: bytes, *, count: int = 64, seed: int | None = None, nrow: int = 8) -> bytes:
+    """A PNG grid of ``count`` images from an exported generator; seed default: the run's."""
+    generator, metadata = load_generator(data)
+    if seed is None:
+        seed = json.loads(metadata.get("run_config", "{}")).get("seed", 0)
+    noise = fixed_noise(int(seed), count, generator.latent_dim)
+    return sample_grid_png(generator, noise, nrow=nrow)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``gan-coordinator export``."""
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("generator.safetensors"),
+        help="file to write (default: generator.safetensors)",
+    )  # fmt: skip
+    parser.add_argument("--run", dest="run_id", type=int, help="run id (default: current/latest)")
+    parser.add_argument(
+        "--iteration", type=int, help="iteration to export (default: the newest stored)"
+    )
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``gan-coordinator sample``."""
+    parser.add_argument("generator", type=Path, help="a file written by gan-coordinator export")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("samples.png"),
+        help="PNG to write (default: samples.png)",
+    )  # fmt: skip
+    parser.add_argument("--count", type=int, default=64, help="number of images (default 64)")
+    parser.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    parser.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
+
+
+def run_export(args: argparse.Namespace, database_url: str) -> int:
+    """Handler of ``gan-coordinator export``; returns the exit code."""
+    try:
+        exported = asyncio.run(
+            export_generator(database_url, run_id=args.run_id, iteration=args.iteration)
+        )
+    except ExportError as exc:
+        print(f"gan-coordinator export: {exc}", file=sys.stderr)
+        return 1
+    args.output.write_bytes(exported.data)
+    print(
+        f"Wrote the generator of run {exported.run_id} at iteration {exported.iteration} "
+        f"to {args.output} ({len(exported.data) / 1e6:.1f} MB)"
+    )
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Handler of ``gan-coordinator sample``; returns the exit code."""
+    if args.count < 1 or args.nrow < 1:
+        print("gan-coordinator sample: --count and --nrow must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        png = sample_png(
+            args.generator.read_bytes(), count=args.count, seed=args.seed, nrow=args.nrow
+        )
+    except (OSError, ExportError) as exc:
+        print(f"gan-coordinator sample: {exc}", file=sys.stderr)
+        return 1
+    args.output.write_bytes(png)
+    print(f"Wrote {args.count} samples from {args.generator} to {args.output}")
+    return 0
