@@ -118,25 +118,26 @@ class DashboardRepo:
 
     async def cluster(self) -> ClusterTotals:
         """Summed hardware of the workers heard from within the idle window."""
-        online = (
-            "FROM workers WHERE revoked_at IS NULL "
-            "AND last_heartbeat >= now() - make_interval(secs => $2)"
-        )
+        def online(idle: str) -> str:
+            return (
+                "FROM workers WHERE revoked_at IS NULL "
+                f"AND last_heartbeat >= now() - make_interval(secs => {idle})"
+            )
+
         totals = await self.conn.fetchrow(
             "SELECT count(*) AS workers_online, "
             "count(*) FILTER (WHERE last_heartbeat >= now() - make_interval(secs => $1)) "
             "AS workers_active, coalesce(sum(cpu_cores), 0)::int AS cpu_cores, "
             "coalesce(sum(ram_gb), 0)::float8 AS ram_gb, coalesce(sum(gpu_count), 0)::int AS gpus, "
-            f"coalesce(sum(gpu_vram_gb), 0)::float8 AS gpu_vram_gb {online}",
+            f"coalesce(sum(gpu_vram_gb), 0)::float8 AS gpu_vram_gb {online('$2')}",
             ACTIVE_SECONDS,
             IDLE_SECONDS,
         )
         devices = await self.conn.fetch(
             "SELECT CASE WHEN gpu_count > 0 AND device_name <> '' THEN device_name "
             "WHEN gpu_count > 0 OR device NOT LIKE 'cpu%' THEN upper(split_part(device, ':', 1)) "
-            f"ELSE 'CPU' END AS device, count(*) AS workers {online} "
+            f"ELSE 'CPU' END AS device, count(*) AS workers {online('$1')} "
             "GROUP BY 1 ORDER BY workers DESC, device",
-            ACTIVE_SECONDS,
             IDLE_SECONDS,
         )
         return ClusterTotals(
