@@ -1,0 +1,76 @@
+"""The coordinator started exactly as docker-compose.yml starts it serves a worker round trip."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.codec import encode_result
+from shared.protocol import HardwareInfo
+from tests.conftest import NARROW_RUN
+from tests.coordinator_service.helpers import claim, real_result, upload
+from tests.deploy.compose import ComposeCoordinator, resolved_compose, service_process
+
+
+def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
+    compose_coordinator: ComposeCoordinator,
+) -> None:
+    c = compose_coordinator
+    assert c.serve.env["GAN_ENVIRONMENT"] == "production"
+    assert "migrated" in c.migrate_output
+    # The container's healthcheck command, run as Docker would run it.
+    assert c.serve.healthcheck is not None
+    check = subprocess.run(c.serve.healthcheck, capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert httpx.get(c.url + "/healthz").json() == {"status": "ok"}
+
+    api = c.url + "/api/v1"
+    with httpx.Client(base_url=api, timeout=60) as anyone:
+        body = {"join_code": c.join_code, "name": "compose-ada",
+                "hardware": HardwareInfo().model_dump()}  # fmt: skip
+        assert anyone.post("/workers", json={**body, "join_code": "wrong-code"}).status_code == 403
+        registered = anyone.post("/workers", json=body)
+        assert registered.status_code == 201, registered.text
+        token = registered.json()["token"]
+    admin = httpx.Client(base_url=api, timeout=60, headers={"Authorization": "Bearer wrong"})
+    assert admin.post("/admin/runs", json={}).status_code in (401, 403)
+    admin.headers["Authorization"] = f"Bearer {c.admin_token}"
+    started = admin.post("/admin/runs", json={"config": {**NARROW_RUN, "units_per_step": 1}})
+    assert started.status_code == 201, started.text
+
+    with httpx.Client(base_url=api, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"}) as worker:  # fmt: skip
+        unit = claim(worker)
+        assert unit is not None and unit.iteration == 0
+        weights = worker.get(c.url + unit.weights_url)
+        assert weights.status_code == 200, weights.text
+        result = real_result(unit, weights.content, batch_size=8)
+        accepted = upload(worker, unit, encode_result(result))
+        assert accepted.status_code == 200 and accepted.json()["accepted"] is True, accepted.text
+        deadline = time.monotonic() + 60
+        while worker.get("/status").json()["run"]["iteration"] < 1:
+            assert time.monotonic() < deadline, c.log()
+            time.sleep(0.1)
+        board = worker.get("/leaderboard").json()
+        assert [(e["name"], e["total_images"]) for e in board] == [
+            ("compose-ada", len(unit.image_indices))
+        ]
+    admin.close()
+
+
+def test_compose_migrate_refuses_placeholder_secrets(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    # The migrate service's command and environment with .env.example's placeholder left in.
+    migrate = service_process(
+        resolved_compose(), "migrate", database_url=empty_database_url, data_dir=tmp_path, port=1
+    )
+    env = {**migrate.env, "GAN_ADMIN_TOKEN": "changeme"}
+    refused = subprocess.run(
+        migrate.argv, env=env, cwd=migrate.cwd, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0
+    assert "GAN_ADMIN_TOKEN must be set to a real secret" in refused.stderr
