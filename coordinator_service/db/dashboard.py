@@ -118,6 +118,7 @@ class DashboardRepo:
 
     async def cluster(self) -> ClusterTotals:
         """Summed hardware of the workers heard from within the idle window."""
+
         def online(idle: str) -> str:
             return (
                 "FROM workers WHERE revoked_at IS NULL "

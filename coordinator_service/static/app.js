@@ -121,7 +121,9 @@ function renderStatus(s) {
   setText("t-idle", s.workers.idle);
   setText("t-offline", s.workers.offline);
   setText("t-rate", hasRun ? fmtRate(s.throughput.images_per_second) : "–");
-  setText("t-rate-sub", hasRun ? `last ${Math.round(s.throughput.window_seconds / 60) || 1} min` : "");
+  const win = s.throughput.window_seconds;
+  setText("t-rate-sub", hasRun ? `over the last ${win < 90 ? Math.round(win) + " s"
+    : Math.round(win / 60) + " min"}` : "");
   setText("t-gflops", hasRun ? fmtRate(s.throughput.gflops) : "–");
   setText("t-elapsed", hasRun ? fmtDuration(s.elapsed_seconds) : "–");
   setText("t-elapsed-sub", s.started_at ? `since ${new Date(s.started_at).toLocaleTimeString("en-GB")}` : "");
@@ -143,7 +145,7 @@ function renderBoard(rows) {
   for (const w of rows) {
     const tr = document.createElement("tr");
     tr.dataset.workerId = w.worker_id;
-    cell(tr, w.rank, "rank");
+    cell(tr, w.rank, w.rank === 1 ? "rank top" : "rank");
     cell(tr, w.name, "name").title = w.name;
     cell(tr, w.hardware, "hw hide-s").title = w.hardware;
     cell(tr, fmtInt(w.total_work_units), "num");
@@ -205,8 +207,10 @@ function fmtTick(v, step) {
 
 // series: [{name, color, points: [[x, y], ...]}]; opts: {yMin, yMax, empty}
 function lineChart(el, series, opts) {
-  const box = el.viewBox.baseVal;
-  const W = box.width, H = box.height, left = 46, right = 12, top = 26, bottom = 22;
+  // One SVG unit = one CSS pixel at any width, so labels stay readable on a phone.
+  const H = Number(el.dataset.height), W = Math.max(280, Math.round(el.clientWidth || 640));
+  const left = 46, right = 12, top = 26, bottom = 22;
+  el.setAttribute("viewBox", `0 0 ${W} ${H}`);
   el.replaceChildren();
   const all = series.flatMap((s) => s.points);
   el.dataset.points = String(all.length);

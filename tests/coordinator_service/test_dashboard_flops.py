@@ -1,0 +1,30 @@
+"""The dashboard's GFLOP/s estimate counts what torch itself counts for a unit's step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from coordinator_service.flops import flops_per_image
+from shared.models import ModelConfig, build_models
+from shared.training_step import compute_gradients
+
+
+@pytest.mark.parametrize(("latent", "g_features", "d_features"), [(32, 8, 8), (16, 8, 4)])
+def test_flops_per_image_matches_torch_flop_counter(
+    latent: int, g_features: int, d_features: int
+) -> None:
+    torch.set_num_threads(1)
+    config = ModelConfig(latent, g_features, d_features)
+    generator, discriminator = build_models(config, seed=0)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    with FlopCounterMode(display=False) as counter:
+        compute_gradients(
+            generator, discriminator, images, [0, 1, 2], batch_size=2, seed=0, iteration=0
+        )
+    assert counter.get_total_flops() == 3 * flops_per_image(latent, g_features, d_features)
+
+
+def test_full_size_model_is_about_two_gflop_per_image() -> None:
+    assert flops_per_image(100, 64, 64) == 2_066_989_056
