@@ -11,7 +11,15 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from coordinator_service.api import admin, dashboard, progress, weights, work_units, workers
+from coordinator_service.api import (
+    admin,
+    dashboard,
+    dataset,
+    progress,
+    weights,
+    work_units,
+    workers,
+)
 from coordinator_service.api import errors as error_handlers
 from coordinator_service.api.deps import CoordinatorState, StateDep
 from coordinator_service.db.pool import check_schema, create_pool
@@ -78,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     error_handlers.install(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (workers, work_units, weights, progress, dashboard, admin):
+    for module in (workers, work_units, weights, dataset, progress, dashboard, admin):
         api.include_router(module.router)
     app.include_router(api)
 

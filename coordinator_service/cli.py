@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -99,15 +100,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if settings.environment == "development" and args.host not in ("127.0.0.1", "localhost"):
             log.warning("development mode on %s: placeholder secrets may be in use", args.host)
         app = create_app(settings.model_copy(update={"database_url": url}))
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
-            log_level=args.log_level,
-            timeout_graceful_shutdown=5,
-        )
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting through
+        # SystemExit instead lets the `with` above stop embedded PostgreSQL.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            uvicorn.run(
+                app,
+                host=args.host,
+                port=args.port,
+                ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile,
+                log_level=args.log_level,
+                timeout_graceful_shutdown=5,
+            )
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -166,7 +173,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return _call(args, settings, "GET", "/leaderboard")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-coordinator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -204,13 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("action", choices=["list", "revoke"])
     worker.add_argument("worker_id", nargs="?", type=int)
     worker.set_defaults(func=cmd_worker)
+
+    if with_datasets:  # imports torch: only when asked, run commands stay quick
+        from coordinator_service.datasets.commands import add_dataset_parser
+
+        add_dataset_parser(sub)  # `dataset import|list`, handlers set as `handler`
+    else:
+        sub.add_parser("dataset", help="import a dataset into shards; list them", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gan-coordinator`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(with_datasets=argv[:1] == ["dataset"]).parse_args(argv)
+    if hasattr(args, "handler"):
+        return int(args.handler(args))
     if args.command == "workers" and args.action == "revoke" and args.worker_id is None:
         print("gan-coordinator: workers revoke needs a worker id", file=sys.stderr)
         return 2

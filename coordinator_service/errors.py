@@ -32,6 +32,8 @@ CATALOGUE: dict[str, ErrorEntry] = {
     "unknown_sample": ErrorEntry(404, "No sample grid stored for that iteration."),
     "unknown_worker": ErrorEntry(404, "No such worker."),
     "no_run": ErrorEntry(404, "No training run has been started yet."),
+    "unknown_dataset": ErrorEntry(404, "This run's images are not served as shards."),
+    "unknown_shard": ErrorEntry(404, "No such shard in this dataset."),
     "lease_lost": ErrorEntry(409, "This lease is no longer yours; the unit went back to the pool."),
     "lease_expired": ErrorEntry(409, "The lease expired; the unit went back to the pool."),
     "stale_iteration": ErrorEntry(

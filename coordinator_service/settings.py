@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("GAN_DATABASE_URL", "DATABASE_URL")
     )
     data_dir: Path = Field(default_factory=default_data_dir)
+    datasets_dir: Path | None = Field(
+        default=None,
+        description="where `gan-coordinator dataset import` writes datasets and the server "
+        "reads them; not set: the `datasets` folder in the data dir",
+    )
     admin_token: str = PLACEHOLDER
     join_code: str = PLACEHOLDER
     public_url: str = ""

@@ -8,9 +8,9 @@ and light clients can use these models without it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 API_PREFIX = "/api/v1"
 LEASE_HEADER = "X-Lease-Id"
@@ -168,10 +168,38 @@ class BuiltinDatasetConfig(_Model):
     shard_size: int = Field(default=1000, ge=1, description="virtual shard size; units never cross")
 
 
+class ShardedDatasetConfig(_Model):
+    """A dataset imported with ``gan-coordinator dataset import`` (shared.dataset_shards).
+
+    At run start ``dataset_id`` may be an id prefix or a name; the coordinator replaces it
+    with the full id and fills ``size``, ``shard_size`` and ``name`` from the manifest.
+    """
+
+    kind: Literal["sharded"] = "sharded"
+    dataset_id: str = Field(min_length=1, max_length=200, examples=["3f9c0a1b2c3d4e5f"])
+    name: str = Field(default="", max_length=200)
+    size: int = Field(default=1, ge=1, le=100_000_000)
+    shard_size: int = Field(default=1000, ge=1)
+
+
+def _dataset_kind(value: Any) -> str:
+    # Configs written before sharded datasets existed have no "kind": they are builtin.
+    if isinstance(value, dict):
+        return str(value.get("kind", "builtin"))
+    return str(getattr(value, "kind", "builtin"))
+
+
+DatasetConfig = Annotated[
+    Annotated[BuiltinDatasetConfig, Tag("builtin")]
+    | Annotated[ShardedDatasetConfig, Tag("sharded")],
+    Discriminator(_dataset_kind),
+]
+
+
 class RunConfig(_Model):
     """Every option of a training run; stored with the run and never changed afterwards."""
 
-    dataset: BuiltinDatasetConfig = Field(default_factory=BuiltinDatasetConfig)
+    dataset: DatasetConfig = Field(default_factory=BuiltinDatasetConfig)
     images_per_unit: int = Field(default=320, ge=1, le=100_000)
     units_per_step: int = Field(default=4, ge=1, le=10_000)
     step_timeout: float = Field(default=300.0, gt=0, description="seconds from iteration start")

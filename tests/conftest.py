@@ -18,7 +18,9 @@ Coordinator (real uvicorn on a real socket, real torch):
   to get a running coordinator in an end-to-end test.
 * ``spawn_coordinator`` (function): ``spawn(database_url, port=None) -> SpawnedCoordinator``
   runs the real ``gan-coordinator serve`` CLI in a subprocess (for kill -9 tests);
-  every process still running is killed at teardown.
+  ``database_url=None`` means embedded mode (pass ``GAN_DATA_DIR=...``), ``args`` adds
+  serve flags (``--ssl-certfile`` ...), ``verify=`` the CA for the health check. Every
+  process still running is killed at teardown.
 
 A ``RunningCoordinator`` has ``url``, ``database_url``, ``settings``, ``admin_token``
 (``TEST_ADMIN_TOKEN``), ``join_code`` (``TEST_JOIN_CODE``) and helpers ``client()``
@@ -275,10 +277,13 @@ class SpawnedCoordinator:
         return self.log_path.read_text(errors="replace")
 
 
-def coordinator_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
+def coordinator_env(database_url: str | None, **extra: str) -> dict[str, str]:
+    """The subprocess environment: test secrets, one torch thread, no inherited GAN_*."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GAN_") and k != "DATABASE_URL"}  # fmt: skip
+    if database_url:
+        env["DATABASE_URL"] = database_url
     env.update(
-        DATABASE_URL=database_url,
         GAN_ADMIN_TOKEN=TEST_ADMIN_TOKEN,
         GAN_JOIN_CODE=TEST_JOIN_CODE,
         GAN_TORCH_THREADS="1",
@@ -294,24 +299,32 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
     """Start the real CLI (``gan-coordinator serve``) in subprocesses; killed at teardown."""
     spawned: list[SpawnedCoordinator] = []
 
-    def spawn(database_url: str, port: int | None = None, **env: str) -> SpawnedCoordinator:
+    def spawn(
+        database_url: str | None,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        verify: Any = True,
+        **env: str,
+    ) -> SpawnedCoordinator:
         port = port or free_port()
         log_path = tmp_path / f"coordinator-{len(spawned)}.log"
         command = [str(Path(sys.executable).with_name("gan-coordinator")), "serve",
-                   "--port", str(port), "--log-level", "warning"]  # fmt: skip
+                   "--port", str(port), "--log-level", "warning", *args]  # fmt: skip
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command, env=coordinator_env(database_url, **env), stdout=log,
                 stderr=subprocess.STDOUT, cwd=tmp_path,
             )  # fmt: skip
-        handle = SpawnedCoordinator(process, f"http://127.0.0.1:{port}", log_path)
+        scheme = "https" if "--ssl-certfile" in args else "http"
+        handle = SpawnedCoordinator(process, f"{scheme}://127.0.0.1:{port}", log_path)
         spawned.append(handle)
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"coordinator exited early:\n{handle.log()}")
             try:
-                if httpx.get(handle.url + "/healthz", timeout=1).status_code == 200:
+                health = httpx.get(handle.url + "/healthz", timeout=1, verify=verify)
+                if health.status_code == 200:
                     return handle
             except httpx.TransportError:
                 pass

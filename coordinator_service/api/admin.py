@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from coordinator_service.api.deps import AdminDep, ConnDep, StateDep
 from coordinator_service.api.responses import ADMIN_AUTH, errors
+from coordinator_service.datasets.binding import bind_dataset
+from coordinator_service.datasets.catalog import datasets_root
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.errors import CoordinatorError
@@ -33,8 +35,9 @@ async def start_run(
     body: RunStartRequest, _: AdminDep, conn: ConnDep, state: StateDep
 ) -> RunSummary:
     """Start a run: W_0 from the seed, the first epoch's units; one live run at a time."""
+    overrides = bind_dataset(body.config, datasets_root(state.settings))
     try:
-        config = resolve(body.preset, body.config)
+        config = resolve(body.preset, overrides)
     except ValidationError as exc:
         raise CoordinatorError("invalid_request", f"Invalid run options: {exc}") from None
     if await RunsRepo(conn).live() is not None:

@@ -7,8 +7,15 @@ from shared.protocol import API_PREFIX, DatasetInfo, ModelSpecInfo, RunInfo, Wor
 
 
 def dataset_info(run: Run) -> DatasetInfo:
-    """The built-in faces, identified the way shared.builtin_faces names them."""
+    """The built-in faces (named as shared.builtin_faces does) or an imported dataset."""
     dataset = run.config.dataset
+    if dataset.kind == "sharded":
+        return DatasetInfo(
+            dataset_id=dataset.dataset_id,
+            kind="sharded",
+            num_images=dataset.size,
+            shard_size=dataset.shard_size,
+        )
     return DatasetInfo(
         dataset_id=f"builtin-faces-{dataset.size}-seed{dataset.builtin_seed}",
         kind="builtin",

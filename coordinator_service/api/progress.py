@@ -1,4 +1,4 @@
-"""Read-only progress for everyone: history, samples, runs, dataset.
+"""Read-only progress for everyone: history, samples, runs (the dataset is in api/dataset.py).
 
 /status, /leaderboard and /cluster, richer, are in :mod:`coordinator_service.api.dashboard`.
 """
@@ -9,14 +9,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from coordinator_service.api.convert import dataset_info
 from coordinator_service.api.deps import ConnDep
 from coordinator_service.api.responses import errors
 from coordinator_service.db.models import Run
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.states import StatesRepo
 from coordinator_service.errors import CoordinatorError
-from shared.protocol import DatasetInfo, HistoryEntry, RunSummary
+from shared.protocol import HistoryEntry, RunSummary
 
 router = APIRouter(tags=["progress"])
 
@@ -71,9 +70,3 @@ async def runs(conn: ConnDep) -> list[RunSummary]:
 async def run_detail(run_id: int, conn: ConnDep) -> RunSummary:
     """One run's config and position."""
     return (await _run(conn, run_id)).summary()
-
-
-@router.get("/dataset", responses=errors("no_run"))
-async def dataset(conn: ConnDep) -> DatasetInfo:
-    """The current run's dataset (the built-in faces are drawn locally by each worker)."""
-    return dataset_info(await _run(conn, None))

@@ -105,6 +105,16 @@ async def upload_result(
     unit_id: int, request: Request, worker: WorkerDep, state: StateDep, lease_id: LeaseHeader
 ) -> ResultResponse:
     """Upload a unit's gradients; the first valid result for a unit wins."""
+    try:
+        return await _upload_result(unit_id, request, worker, state, lease_id)
+    except CoordinatorError as exc:
+        state.metrics.results.labels(exc.code).inc()  # every refusal, by its reason
+        raise
+
+
+async def _upload_result(
+    unit_id: int, request: Request, worker: WorkerDep, state: StateDep, lease_id: str
+) -> ResultResponse:
     lease_key = _lease_uuid(lease_id)
     async with state.pool.acquire() as conn:
         lease = await LeasesRepo(conn).get(lease_id=lease_key)
@@ -124,7 +134,6 @@ async def upload_result(
         code = {"expired": "lease_expired", "superseded": "unit_completed"}.get(
             lease.status, "stale_iteration" if lease.iteration != run.iteration else "lease_lost"
         )
-        state.metrics.results.labels(code).inc()
         raise CoordinatorError(code)
     spec = engine.state_spec(engine.model_config(run.config))
     try:
@@ -132,7 +141,6 @@ async def upload_result(
             decode_result, body, spec, expected_kind=run.config.result_kind
         )
     except CodecError as exc:
-        state.metrics.results.labels("invalid_result").inc()
         raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
     if result.iteration != lease.iteration or result.num_samples != lease.num_images:
         raise CoordinatorError(

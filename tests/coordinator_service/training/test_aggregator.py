@@ -1,0 +1,93 @@
+"""The step rule, epochs rolling over, finishing, and bounded storage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from coordinator_service.db.models import Run, StepReadiness
+from coordinator_service.settings import Settings
+from coordinator_service.training.aggregator import should_step
+from shared.protocol import RunConfig
+from tests.conftest import NARROW_RUN, RunningCoordinator
+from tests.coordinator_service.helpers import claim, fake_body, fetch, upload
+
+
+def _run(**config: object) -> Run:
+    now = datetime.now(timezone.utc)
+    return Run(run_id=1, status="active", config=RunConfig.model_validate(config), iteration=0,
+               epoch=0, iteration_started_at=now, created_at=now, finished_at=None)  # fmt: skip
+
+
+def test_the_step_rule() -> None:
+    run = _run(units_per_step=3, step_timeout=60)
+    now = datetime.now(timezone.utc)
+    assert not should_step(run, StepReadiness(accepted=0, pending=0, outstanding=0), now)
+    assert not should_step(run, StepReadiness(accepted=2, pending=5, outstanding=1), now)
+    assert should_step(run, StepReadiness(accepted=3, pending=5, outstanding=1), now)
+    assert should_step(run, StepReadiness(accepted=1, pending=0, outstanding=0), now)
+    assert not should_step(run, StepReadiness(accepted=1, pending=0, outstanding=1), now)
+    later = now + timedelta(seconds=61)
+    assert should_step(run, StepReadiness(accepted=1, pending=4, outstanding=1), later)
+
+
+def _wait_for(condition: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_epochs_roll_over_and_the_run_finishes(coordinator: RunningCoordinator) -> None:
+    worker = coordinator.client(coordinator.register())
+    coordinator.start_run(**{**NARROW_RUN, "dataset": {"size": 32, "shard_size": 32}},
+                          units_per_step=5, max_epochs=2)  # fmt: skip
+    for epoch in range(2):
+        units = [claim(worker), claim(worker)]
+        assert all(u is not None and u.epoch == epoch for u in units)
+        assert claim(worker) is None
+        for unit in units:
+            assert unit is not None
+            assert upload(worker, unit, fake_body(unit)).status_code == 200
+        # all issued units are in and nothing is pending: step without waiting for 5
+        _wait_for(lambda e=epoch: worker.get("/status").json()["run"]["iteration"] == e + 1)
+    status = worker.get("/status").json()
+    assert status["run"]["status"] == "finished" and status["run"]["epoch"] == 1
+    assert worker.post("/work-units/claim").status_code == 410
+    history = worker.get("/history").json()
+    assert [(h["iteration"], h["epoch"], h["num_images"]) for h in history] == [(0, 0, 32),
+                                                                              (1, 1, 32)]
+    assert worker.get("/workers/me").json()["total_images"] == 64
+
+
+@pytest.mark.parametrize("keep_last, every", [(2, 3)])
+def test_storage_keeps_the_last_states_and_periodic_checkpoints(
+    coordinator_factory: object, keep_last: int, every: int
+) -> None:
+    coordinator: RunningCoordinator = coordinator_factory(  # type: ignore[operator]
+        keep_last_states=keep_last, checkpoint_every=every, sample_every=2
+    )
+    worker = coordinator.client(coordinator.register())
+    coordinator.start_run(**NARROW_RUN, units_per_step=1, max_iterations=6)
+    for iteration in range(6):
+        unit = claim(worker)
+        assert unit is not None and unit.iteration == iteration
+        assert upload(worker, unit, fake_body(unit)).status_code == 200
+        _wait_for(lambda i=iteration: worker.get("/status").json()["run"]["iteration"] == i + 1)
+    rows = asyncio.run(fetch(coordinator.database_url,
+                             "SELECT iteration FROM run_states ORDER BY iteration"))  # fmt: skip
+    assert [r["iteration"] for r in rows] == [0, 3, 5, 6]
+    assert worker.get("/samples").json() == [2, 4, 6]
+    query = "SELECT count(*) AS n FROM results WHERE body IS NOT NULL"
+    blobs = asyncio.run(fetch(coordinator.database_url, query))
+    assert blobs[0]["n"] == 0  # consumed gradients are deleted
+    assert worker.post("/work-units/claim").status_code == 410
+
+
+def test_settings_refuse_placeholders_outside_development() -> None:
+    with pytest.raises(ValueError, match="GAN_JOIN_CODE"):
+        Settings(environment="production", admin_token="a-real-secret-token")
+    Settings(environment="production", admin_token="a-real-secret", join_code="blue-otter-42")
