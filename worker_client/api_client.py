@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from shared.dataset_shards import DatasetDescription
 from shared.protocol import (
     API_PREFIX,
     LEASE_HEADER,
@@ -147,6 +148,17 @@ class CoordinatorClient:
             "POST", f"/work-units/{unit_id}/release", headers={LEASE_HEADER: lease_id}
         )
         return self._parse(ReleaseResponse, response)
+
+    def dataset(self) -> DatasetDescription:
+        """The current run's dataset, with the shard manifest when it is an imported one."""
+        return self._parse(DatasetDescription, self._request("GET", "/dataset"))
+
+    def shard(self, index: int, dataset_id: str) -> bytes:
+        """The bytes of shard ``index`` of ``dataset_id`` (checked by the caller)."""
+        response = self._request(
+            "GET", f"/dataset/shards/{index}", params={"dataset_id": dataset_id}
+        )
+        return response.content
 
     # --- plumbing ----------------------------------------------------------------------
 

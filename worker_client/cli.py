@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; every flag is optional and only overrides when given."""
     p = argparse.ArgumentParser(
         prog="gan-worker",
-        description="Help your class train one GAN: join the coordinator and compute work units.",
+        description="Help your class train one GAN: join the coordinator and compute work units. "
+        "`gan-worker prefetch [FLAGS]` downloads the dataset's shards ahead of class.",
         epilog=f"Every setting can also come from config.yaml (--config) or an environment "
         f"variable {ENV_PREFIX}<NAME> (e.g. {ENV_PREFIX}URL). Flags win over both.",
         argument_default=argparse.SUPPRESS,
@@ -76,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register again instead of reusing the saved token",
     )
+    p.add_argument(
+        "--cache-size",
+        dest="cache_size",
+        help="largest size of the downloaded-shard cache, e.g. 3GB (default) or 500MB",
+    )
+    p.add_argument("--cache-dir", dest="cache_dir", type=Path, help="where shards are cached")
+    p.add_argument(
+        "--dataset-dir",
+        dest="dataset_dir",
+        type=Path,
+        help="a local copy of the dataset's shards (a folder with manifest.json): no downloads",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug output and every request")
     return p
 
@@ -105,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gan-worker``; returns the process exit code."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # lines appear at once, even in a pipe
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv[:1] == ["prefetch"] else "run"  # gan-worker prefetch [FLAGS]
     try:
         settings, new_identity = load_settings(argv)
     except ValidationError as exc:
@@ -120,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(settings.verbose)
     try:
+        if command == "prefetch":
+            from worker_client.prefetch import prefetch
+
+            return prefetch(settings, new_identity)
         return _run(settings, new_identity)
     except TLSVerifyError as exc:
         log.error(_tls_advice(settings, exc))

@@ -9,13 +9,17 @@ is downloaded); a sharded dataset served by the coordinator plugs in here as ano
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from shared.builtin_faces import BuiltinFaces
 from shared.protocol import DatasetInfo
 from worker_client.errors import ConfigError
+
+if TYPE_CHECKING:
+    from worker_client.api_client import CoordinatorClient
+    from worker_client.settings import WorkerSettings
 
 
 class ImageSource(Protocol):
@@ -46,10 +50,18 @@ class BuiltinSource:
         return []
 
 
-def open_image_source(dataset: DatasetInfo) -> ImageSource:
-    """The image source for a run's dataset."""
+def open_image_source(
+    dataset: DatasetInfo,
+    client: CoordinatorClient | None = None,
+    settings: WorkerSettings | None = None,
+) -> ImageSource:
+    """The image source for a run's dataset (an imported one needs the client and settings)."""
     if dataset.kind == "builtin":
         return BuiltinSource(dataset.num_images, dataset.builtin_seed)
+    if dataset.kind == "sharded" and client is not None and settings is not None:
+        from worker_client.shards import open_sharded
+
+        return open_sharded(dataset, client, settings)
     raise ConfigError(
         f"this coordinator serves a {dataset.kind!r} dataset ({dataset.dataset_id}), which this "
         "version of gan-worker cannot load yet; update it (pip install -U ganns-with-friends)"

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -57,6 +57,21 @@ class WorkerSettings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0)
     request_timeout: float = Field(default=120.0, gt=0, description="read/write timeout (s)")
     upload_retry_seconds: float = Field(default=300.0, ge=0, description="retry an upload (s)")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="where downloaded dataset shards are kept; not set: your user cache "
+        "folder (`~/.cache/gan-worker/shards` on Linux)",
+    )
+    cache_size: ByteSize = Field(
+        default=ByteSize(3_000_000_000),
+        description="largest size of the shard cache in bytes, also as 3GB, 500MB or 2GiB; "
+        "least recently used shards go first",
+    )
+    dataset_dir: Path | None = Field(
+        default=None,
+        description="a local copy of the run's imported dataset (a folder with manifest.json "
+        "and its shards, e.g. a prefetched cache folder): nothing is downloaded",
+    )
 
     @field_validator("url")
     @classmethod

@@ -29,6 +29,7 @@ from worker_client.errors import (
     ResultRejected,
     ResultTooLarge,
     RunFinished,
+    ServerError,
     UnknownToken,
     WorkerError,
     WorkerRevoked,
@@ -267,7 +268,11 @@ class Worker:
                 megabytes(download.num_bytes),
                 download.seconds,
             )
-        images = self._image_source(unit.run.dataset).load(unit.image_indices)
+        images = self._retry(  # an imported dataset's shards may need downloading
+            lambda: self._image_source(unit.run.dataset).load(unit.image_indices),
+            unit,
+            give_up_after=self.settings.upload_retry_seconds,
+        )
         with tqdm(
             total=len(unit.image_indices),
             unit="img",
@@ -301,7 +306,7 @@ class Worker:
 
     def _image_source(self, dataset: DatasetInfo) -> ImageSource:
         if self._source is None or self._source[0] != dataset:
-            source = open_image_source(dataset)
+            source = open_image_source(dataset, self.client, self.settings)
             log.info("Dataset: %s, %d images (%s)", dataset.dataset_id, len(source), dataset.kind)
             self._source = (dataset, source)
         return self._source[1]
@@ -357,7 +362,15 @@ class Worker:
 
     def _report_outage(self, exc: CoordinatorUnavailable) -> None:
         now = time.monotonic()
-        if self._outage_since is None:
+        if self._outage_since is None and isinstance(exc, ServerError):
+            self._outage_since = self._outage_reported = now
+            log.warning(
+                "The coordinator at %s had a problem (%s). Retrying; the worker carries on "
+                "when it answers again.",
+                self.settings.url,
+                exc,
+            )
+        elif self._outage_since is None:
             self._outage_since = self._outage_reported = now
             log.warning(
                 "Cannot reach the coordinator at %s (%s). Retrying; the worker carries on "
