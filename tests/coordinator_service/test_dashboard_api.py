@@ -115,6 +115,9 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert units[2] is not None
     stale = upload(ada, units[2], fake_body(units[2]))
     assert stale.status_code == 409 and stale.json()["code"] == "stale_iteration"
+    # grace posting ada's lease: refused before the body is even decoded.
+    lost = upload(grace, units[2], b"not safetensors")
+    assert lost.status_code == 409 and lost.json()["code"] == "lease_lost"
     set_last_seen(coordinator, "linus", 120)
     set_last_seen(coordinator, "ken", 3600)
 
@@ -193,10 +196,11 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert metric(metrics, 'gan_workers{status="offline"}') == 1
     assert metric(metrics, 'gan_results_total{outcome="accepted"}') == 4
     assert metric(metrics, 'gan_results_total{outcome="stale_iteration"}') == 1
+    assert metric(metrics, 'gan_results_total{outcome="lease_lost"}') == 1
     assert metric(metrics, "gan_claim_seconds_count") == 5
     assert metric(metrics, 'gan_claims_total{outcome="leased"}') == 5
     body_bytes = len(fake_body(units[0]))  # every result of this model has the same size
-    assert metric(metrics, "gan_http_bytes_in_total") >= 5 * body_bytes
+    assert metric(metrics, "gan_http_bytes_in_total") >= 5 * body_bytes + len(b"not safetensors")
     assert metric(metrics, "gan_http_bytes_out_total") >= len(png.content)
 
     # Pause, resume, finish: the state follows, and a finished run's clock stops.
