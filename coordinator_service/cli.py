@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from coordinator_service.export_commands import add_export_parsers
 from coordinator_service.settings import Settings
 from shared.protocol import API_PREFIX
 
@@ -211,6 +212,8 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
     worker.add_argument("action", choices=["list", "revoke"])
     worker.add_argument("worker_id", nargs="?", type=int)
     worker.set_defaults(func=cmd_worker)
+
+    add_export_parsers(sub)  # `export` and `sample` (coordinator_service/export_commands.py)
 
     if with_datasets:  # imports torch: only when asked, run commands stay quick
         from coordinator_service.datasets.commands import add_dataset_parser

@@ -12,12 +12,8 @@ grid with :mod:`shared.samples` (fixed noise from a seed: the same seed, the sam
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
@@ -136,64 +132,3 @@ def sample_png(data: bytes, *, count: int = 64, seed: int | None = None, nrow: i
         seed = json.loads(metadata.get("run_config", "{}")).get("seed", 0)
     noise = fixed_noise(int(seed), count, generator.latent_dim)
     return sample_grid_png(generator, noise, nrow=nrow)
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``gan-coordinator export``."""
-    parser.add_argument(
-        "-o", "--output", type=Path, default=Path("generator.safetensors"),
-        help="file to write (default: generator.safetensors)",
-    )  # fmt: skip
-    parser.add_argument("--run", dest="run_id", type=int, help="run id (default: current/latest)")
-    parser.add_argument(
-        "--iteration", type=int, help="iteration to export (default: the newest stored)"
-    )
-
-
-def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``gan-coordinator sample``."""
-    parser.add_argument("generator", type=Path, help="a file written by gan-coordinator export")
-    parser.add_argument(
-        "-o", "--output", type=Path, default=Path("samples.png"),
-        help="PNG to write (default: samples.png)",
-    )  # fmt: skip
-    parser.add_argument("--count", type=int, default=64, help="number of images (default 64)")
-    parser.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
-    parser.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
-
-
-def run_export(args: argparse.Namespace, database_url: str) -> int:
-    """Handler of ``gan-coordinator export``; returns the exit code."""
-    try:
-        exported = asyncio.run(
-            export_generator(database_url, run_id=args.run_id, iteration=args.iteration)
-        )
-    except ExportError as exc:
-        print(f"gan-coordinator export: {exc}", file=sys.stderr)
-        return 1
-    args.output.write_bytes(exported.data)
-    print(
-        f"Wrote the generator of run {exported.run_id} at iteration {exported.iteration} "
-        f"to {args.output} ({len(exported.data) / 1e6:.1f} MB)"
-    )
-    return 0
-
-
-def run_sample(args: argparse.Namespace) -> int:
-    """Handler of ``gan-coordinator sample``; returns the exit code."""
-    if args.count < 1 or args.nrow < 1:
-        print("gan-coordinator sample: --count and --nrow must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        png = sample_png(
-            args.generator.read_bytes(), count=args.count, seed=args.seed, nrow=args.nrow
-        )
-    except (OSError, ExportError) as exc:
-        print(f"gan-coordinator sample: {exc}", file=sys.stderr)
-        return 1
-    args.output.write_bytes(png)
-    print(f"Wrote {args.count} samples from {args.generator} to {args.output}")
-    return 0

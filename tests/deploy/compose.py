@@ -34,7 +34,7 @@ from tests.deploy.test_static import COMPOSE, ENV_EXAMPLE, tool
 TEST_SECRETS = {
     "POSTGRES_PASSWORD": "compose-test-db-password",
     "GAN_ADMIN_TOKEN": "compose-test-admin-token",
-    "GAN_JOIN_CODE": "compose-test-join-code",
+    "GAN_JOIN_CODE": "blue-otter-42",  # the guides' example code
     "GAN_TORCH_THREADS": "1",  # two cores are shared by everything in the test run
 }
 CONTAINER_PORT = "8000"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,3 +115,22 @@ def test_load_generator_refuses_other_files(narrow: RunConfig) -> None:
         load_generator(encode_snapshot(0, state.weights))
     with pytest.raises(ExportError, match="not an exported generator"):
         load_generator(b"not safetensors at all")
+
+
+def test_cli_export_then_sample(
+    database_url: str, narrow: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from coordinator_service.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["export"]) == 1
+    assert "no run yet" in capsys.readouterr().err
+    run_id, _ = _start_run(database_url, narrow)
+    assert main(["export", "--run", str(run_id), "--iteration", "0", "-o", "g.safetensors"]) == 0
+    assert f"run {run_id} at iteration 0" in capsys.readouterr().out
+    assert main(["sample", "g.safetensors", "--count", "4", "--nrow", "2"]) == 0
+    assert Image.open(tmp_path / "samples.png").size == (2 * 66 + 2, 2 * 66 + 2)
+    assert main(["sample", "missing.safetensors"]) == 1
+    assert "missing.safetensors" in capsys.readouterr().err
