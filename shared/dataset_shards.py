@@ -34,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from shared.protocol import DatasetInfo
+
 if TYPE_CHECKING:
     import torch
 
@@ -278,3 +280,9 @@ class ShardedDataset:
             k, offset = self.manifest.shard_of(int(raw))
             out[row] = self.shard(k)[offset]
         return torch.from_numpy(out)
+
+
+class DatasetDescription(DatasetInfo):
+    """``GET /api/v1/dataset``: the run's dataset, with the manifest when it is sharded."""
+
+    manifest: DatasetManifest | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from coordinator_service.settings import default_data_dir
+from coordinator_service.settings import Settings
 from shared.dataset_shards import MANIFEST_NAME, DatasetManifest, read_manifest
 
 _ID = re.compile(r"^[0-9a-f]{16}$")
@@ -30,9 +30,22 @@ class CatalogEntry:
     manifest: DatasetManifest
 
 
-def default_datasets_root() -> Path:
-    """``<coordinator data dir>/datasets``, beside the embedded database."""
-    return default_data_dir() / "datasets"
+def datasets_root(settings: Settings) -> Path:
+    """Where this coordinator keeps imported datasets (``GAN_DATASETS_DIR``, else
+    ``<GAN_DATA_DIR>/datasets``)."""
+    return settings.datasets_dir or settings.data_dir / "datasets"
+
+
+def open_dataset(root: str | Path, dataset_id: str) -> CatalogEntry | None:
+    """The complete dataset with exactly this id, or None (ids are never paths)."""
+    if not _ID.match(dataset_id):
+        return None
+    folder = Path(root) / dataset_id
+    try:
+        manifest = read_manifest(folder)
+    except (OSError, ValueError, ValidationError):
+        return None
+    return CatalogEntry(folder, manifest) if manifest.dataset_id == dataset_id else None
 
 
 def list_datasets(root: str | Path) -> list[CatalogEntry]:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_service.datasets.catalog import (
-    default_datasets_root,
+    datasets_root,
     list_datasets,
     partial_imports,
 )
 from coordinator_service.datasets.importer import import_dataset
 from coordinator_service.datasets.sources import SPLITS, DatasetImportError
+from coordinator_service.settings import Settings
 
 
 def _megabytes(n: int) -> str:
@@ -44,7 +45,7 @@ def add_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="where datasets live (default: <coordinator data dir>/datasets)",
+        help="where datasets live (default: GAN_DATASETS_DIR, else <GAN_DATA_DIR>/datasets)",
     )
 
     imp = actions.add_parser(
@@ -78,7 +79,13 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    return args.data_dir if args.data_dir is not None else default_datasets_root()
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    try:
+        settings = Settings()  # GAN_DATASETS_DIR, else <GAN_DATA_DIR>/datasets
+    except ValueError:  # production secrets unset: they do not matter for importing
+        settings = Settings(environment="development")
+    return datasets_root(settings)
 
 
 def handle_import(args: argparse.Namespace) -> int:
