@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from coordinator_service.db import migrations
 from coordinator_service.flops import flops_per_image
 from shared.protocol import HardwareInfo
 from tests.conftest import NARROW_RUN, RunningCoordinator
@@ -232,3 +233,12 @@ def test_openapi_documents_the_read_only_api(coordinator: RunningCoordinator) ->
     assert "text/csv" in csv_route["responses"]["200"]["content"]
     assert csv_route["security"] == [{"AdminToken": []}]
     assert "/" not in paths  # the page itself is not API
+
+
+def test_dashboard_index_migration_is_reversible(database_url: str) -> None:
+    query = "SELECT indexname FROM pg_indexes WHERE indexname = 'results_run_accepted'"
+    assert len(asyncio.run(fetch(database_url, query))) == 1
+    migrations.downgrade(database_url, "0001")
+    assert asyncio.run(fetch(database_url, query)) == []
+    migrations.upgrade(database_url)
+    assert len(asyncio.run(fetch(database_url, query))) == 1
