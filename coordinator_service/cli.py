@@ -151,6 +151,8 @@ def run_start_body(args: argparse.Namespace) -> dict[str, Any]:
     dataset = {f: getattr(args, flag) for flag, f in DATASET_OPTIONS.items() if getattr(args, flag)}
     if dataset:
         config["dataset"] = dataset
+    if getattr(args, "dataset", None):  # an imported dataset; the server fills in its size
+        config["dataset"] = {"kind": "sharded", "dataset_id": args.dataset}
     return {"preset": args.preset, "config": config}
 
 
@@ -202,6 +204,12 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
         run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None)
     for flag in DATASET_OPTIONS:
         run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=None)
+    run.add_argument(
+        "--dataset",
+        default=None,
+        help="train on an imported dataset: its id, id prefix or name (gan-coordinator "
+        "dataset list); default: the built-in faces",
+    )
     run.set_defaults(func=cmd_run)
 
     join = sub.add_parser("join-code", parents=[client], help="show or rotate the join code")

@@ -41,3 +41,13 @@ def test_missing_path_exits_non_zero(tmp_path: Path, data_root: Path, capsys):
 def test_dataset_without_action_prints_usage(capsys):
     assert _run(["dataset"]) == 2
     assert "import" in capsys.readouterr().err
+
+
+def test_run_start_can_name_an_imported_dataset():
+    from coordinator_service.cli import build_parser, run_start_body
+
+    args = build_parser().parse_args(["run", "start", "--dataset", "celeba", "--seed", "3"])
+    body = run_start_body(args)
+    assert body["config"] == {"seed": 3, "dataset": {"kind": "sharded", "dataset_id": "celeba"}}
+    plain = run_start_body(build_parser().parse_args(["run", "start", "--dataset-size", "64"]))
+    assert plain["config"] == {"dataset": {"size": 64}}
