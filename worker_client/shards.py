@@ -137,8 +137,14 @@ class ShardCache:
 class ShardSource:
     """An imported dataset as the worker's image source (``len``, ``load``, ``cached_shards``)."""
 
-    def __init__(self, dataset: ShardedDataset, cached: Callable[[], list[int]]) -> None:
+    def __init__(
+        self,
+        dataset: ShardedDataset,
+        cached: Callable[[], list[int]],
+        cache: ShardCache | None = None,
+    ) -> None:
         self.dataset = dataset
+        self.cache = cache  # None for --dataset-dir
         self._cached = cached
 
     def __len__(self) -> int:
@@ -174,7 +180,7 @@ def local_source(directory: Path, dataset_id: str) -> ShardSource:
 def cached_source(cache: ShardCache) -> ShardSource:
     """Shards downloaded on first use into ``cache`` (already verified there)."""
     dataset = ShardedDataset(manifest=cache.manifest, locate=cache.path, verify=False)
-    return ShardSource(dataset, cache.cached)
+    return ShardSource(dataset, cache.cached, cache)
 
 
 def open_cache(client: CoordinatorClient, settings: WorkerSettings) -> ShardCache | None:

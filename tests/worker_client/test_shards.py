@@ -130,7 +130,7 @@ def test_local_dataset_dir_needs_the_same_dataset(tmp_path: Path):
 
 
 def test_cache_size_accepts_units():
-    settings = WorkerSettings(cache_size="500MB", dataset_dir="/data/celeba")
-    assert int(settings.cache_size) == 500_000_000
-    assert int(WorkerSettings(cache_size="2GiB").cache_size) == 2 * 1024**3
+    settings = WorkerSettings.model_validate({"cache_size": "500MB", "dataset_dir": "/data/c"})
+    assert int(settings.cache_size) == 500_000_000 and settings.dataset_dir == Path("/data/c")
+    assert int(WorkerSettings.model_validate({"cache_size": "2GiB"}).cache_size) == 2 * 1024**3
     assert int(WorkerSettings().cache_size) == 3_000_000_000

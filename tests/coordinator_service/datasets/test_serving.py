@@ -25,7 +25,7 @@ from tests.coordinator_service.datasets.fixtures import write_celeba_folder
 from worker_client.api_client import CoordinatorClient
 from worker_client.identity import IdentityStore
 from worker_client.settings import WorkerSettings
-from worker_client.shards import ShardSource
+from worker_client.shards import ShardCache, ShardSource
 from worker_client.stopping import StopSignal
 from worker_client.worker import EXIT_OK, Worker
 
@@ -159,11 +159,11 @@ def _wait_for_iteration(coordinator: RunningCoordinator, iteration: int) -> None
         time.sleep(0.05)
 
 
-def _cache_of(worker: Worker):
+def _cache_of(worker: Worker) -> ShardCache:
     assert worker._source is not None
     source = worker._source[1]
-    assert isinstance(source, ShardSource)
-    return source.dataset._locate.__self__  # the ShardCache whose .path locates shards
+    assert isinstance(source, ShardSource) and source.cache is not None
+    return source.cache
 
 
 def test_worker_with_empty_cache_downloads_only_its_units_shards_and_repairs_damage(
@@ -176,7 +176,9 @@ def test_worker_with_empty_cache_downloads_only_its_units_shards_and_repairs_dam
     assert first.run() == EXIT_OK
     _wait_for_iteration(coordinator, 1)
     cache = _cache_of(first)
-    worker_id = IdentityStore(tmp_path / "state").load(coordinator.url, "ada").worker_id
+    identity = IdentityStore(tmp_path / "state").load(coordinator.url, "ada")
+    assert identity is not None
+    worker_id = identity.worker_id
     [shard] = _shards_of_leases(coordinator.database_url, worker_id)
     assert cache.downloaded == [shard]  # one unit, one shard, nothing else
 
