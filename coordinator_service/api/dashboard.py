@@ -67,12 +67,14 @@ async def status(conn: ConnDep) -> DashboardStatus:
     config = run.config
     units = await RunsRepo(conn).unit_counts(run_id=run.run_id, epoch=run.epoch)
     waiting = await ResultsRepo(conn).count_open(run_id=run.run_id, iteration=run.iteration)
+    # An ended run shows the rate of its last minutes, not a rate decaying to zero.
     totals = await DashboardRepo(conn).run_totals(
-        run_id=run.run_id, window_seconds=THROUGHPUT_WINDOW_SECONDS
+        run_id=run.run_id, window_seconds=THROUGHPUT_WINDOW_SECONDS, until=run.finished_at
     )
     now = totals.now
+    lifetime = ((run.finished_at or now) - run.created_at).total_seconds()
     # A run younger than the window is measured over its own lifetime, not diluted.
-    window = max(1.0, min(THROUGHPUT_WINDOW_SECONDS, (now - run.created_at).total_seconds()))
+    window = max(1.0, min(THROUGHPUT_WINDOW_SECONDS, lifetime))
     rate = totals.recent_images / window
     per_image = float(
         flops_per_image(config.latent_dim, config.generator_features, config.discriminator_features)
@@ -103,7 +105,7 @@ async def status(conn: ConnDep) -> DashboardStatus:
         ),
         started_at=run.created_at,
         finished_at=run.finished_at,
-        elapsed_seconds=((run.finished_at or now) - run.created_at).total_seconds(),
+        elapsed_seconds=lifetime,
         last_step_at=totals.last_step_at,
         latest_sample_iteration=totals.latest_sample_iteration,
         server_time=now,

@@ -63,7 +63,6 @@ class RunTotals(_Row):
     steps: int
     last_step_at: datetime | None
     recent_images: int
-    first_result_at: datetime | None
     latest_sample_iteration: int | None
     now: datetime
 
@@ -145,8 +144,11 @@ class DashboardRepo:
             **dict(totals), devices=[DeviceCount.model_validate(dict(d)) for d in devices]
         )
 
-    async def run_totals(self, *, run_id: int, window_seconds: float) -> RunTotals:
-        """Images stepped, steps, the last step, images accepted within the window."""
+    async def run_totals(
+        self, *, run_id: int, window_seconds: float, until: datetime | None = None
+    ) -> RunTotals:
+        """Images stepped, steps, the last step, images accepted in the window before
+        ``until`` (default: now; a finished run passes its end, so its rate stays put)."""
         record = await self.conn.fetchrow(
             """
             SELECT
@@ -155,14 +157,16 @@ class DashboardRepo:
               (SELECT count(*) FROM history WHERE run_id = $1) AS steps,
               (SELECT max(created_at) FROM history WHERE run_id = $1) AS last_step_at,
               (SELECT coalesce(sum(num_samples), 0) FROM results
-                WHERE run_id = $1 AND accepted_at >= now() - make_interval(secs => $2))
+                WHERE run_id = $1
+                  AND accepted_at > coalesce($3::timestamptz, now()) - make_interval(secs => $2)
+                  AND accepted_at <= coalesce($3::timestamptz, now()))
                 AS recent_images,
-              (SELECT min(accepted_at) FROM results WHERE run_id = $1) AS first_result_at,
               (SELECT max(iteration) FROM samples WHERE run_id = $1) AS latest_sample_iteration,
               now() AS now
             """,
             run_id,
             window_seconds,
+            until,
         )
         return RunTotals.model_validate(dict(record))
 

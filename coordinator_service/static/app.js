@@ -23,6 +23,7 @@ function reportError(message) {
   const item = document.createElement("p");
   item.textContent = message;
   box.appendChild(item);
+  while (box.childElementCount > 20) box.firstElementChild.remove();
 }
 window.addEventListener("error", (e) => reportError(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => reportError(String(e.reason)));
@@ -156,7 +157,8 @@ function renderBoard(rows) {
   }
   $("board-empty").hidden = rows.length > 0;
   const active = rows.filter((w) => w.status === "active").length;
-  setText("board-label", rows.length ? `${rows.length} workers, ${active} active` : "");
+  setText("board-label", rows.length
+    ? `${rows.length} worker${rows.length === 1 ? "" : "s"}, ${active} active` : "");
 }
 
 function renderCluster(c) {
@@ -387,6 +389,7 @@ async function poll() {
     badge.dataset.state = "offline";
     badge.textContent = "reconnecting…";
     setText("updated", String(err.message || err));
+    reportError(String(err.message || err));
   } finally {
     setTimeout(poll, POLL_MS);
   }

@@ -215,8 +215,11 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert finished["state"] == "finished" and finished["finished_at"] is not None
     assert finished["images_processed"] == 96
     assert finished["units"] == {"pending": 34, "leased": 0, "done": 6}
+    assert finished["throughput"]["recent_images"] == 96
     time.sleep(0.2)
-    assert public.get("/status").json()["elapsed_seconds"] == finished["elapsed_seconds"]
+    later = public.get("/status").json()  # a finished run's clock and rate stand still
+    assert later["elapsed_seconds"] == finished["elapsed_seconds"]
+    assert later["throughput"] == finished["throughput"]
     assert metric(httpx.get(coordinator.url + "/metrics").text, "gan_iteration") == 0
 
 

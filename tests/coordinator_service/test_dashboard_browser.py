@@ -132,7 +132,15 @@ def test_live_run_with_two_workers(coordinator: RunningCoordinator, tmp_path: Pa
     assert browse(coordinator.url + "/", tmp_path, screenshot=phone, size="390,2600").console == []
 
 
+def snapshot(coordinator: RunningCoordinator, tmp_path: Path, name: str) -> None:
+    """A screenshot artifact of the page as it is now (for people, not assertions)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"dashboard-{name}.png"
+    assert browse(coordinator.url + "/", tmp_path, screenshot=shot).console == []
+
+
 def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: Path) -> None:
+    snapshot(coordinator, tmp_path, "no-run")
     page = browse(coordinator.url + "/", tmp_path)
     page.assert_clean()
     assert 'data-state="no_run"' in page.element("state")
@@ -153,6 +161,7 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     assert "Training is paused." in page.dom
     assert page.text("t-iteration") == "1"
     assert 'data-loaded="true"' in page.element("sample")
+    snapshot(coordinator, tmp_path, "paused")
 
     assert coordinator.admin().post("/admin/runs/current/resume").status_code == 200
     unit = claim(worker)
@@ -166,6 +175,7 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     sample = page.element("sample")
     assert 'data-loaded="true"' in sample and 'data-iteration="2"' in sample
     assert 'max="1"' in page.element("slider")  # two grids to replay
+    snapshot(coordinator, tmp_path, "finished")
 
 
 def test_static_files_fetch_nothing_from_elsewhere() -> None:
