@@ -281,7 +281,7 @@ function renderCharts() {
   }
   lineChart($("rate-chart"), [{ name: "images / s", color: cssVar("--real"), points: rates }],
     { yMin: 0, empty: h.length ? "after the second step" : empty });
-  setText("curve-label", h.length ? `${fmtInt(h.length)} steps` : "");
+  setText("curve-label", h.length ? `${fmtInt(h.length)} step${h.length === 1 ? "" : "s"}` : "");
 }
 
 // --- samples and replay ----------------------------------------------------------------
