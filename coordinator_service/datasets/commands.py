@@ -61,7 +61,12 @@ def add_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
     imp.add_argument("path", help="folder, zip, celeba/ root, or 'builtin'")
     imp.add_argument("--split", choices=SPLITS, default="all", help="CelebA split (default all)")
     imp.add_argument("--name", default=None, help="display name (default from the path)")
-    imp.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs)")
+    imp.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: one per CPU, one per 5,000 images at most)",
+    )
     imp.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
     imp.add_argument("--builtin-size", type=int, default=20_000, help="images for 'builtin'")
     imp.add_argument("--builtin-seed", type=int, default=0, help="seed for 'builtin'")

@@ -218,3 +218,10 @@ def test_only_corrupt_files_is_an_error_and_leaves_nothing(tmp_path: Path, data_
     with pytest.raises(NoImagesError, match="none of the 3 files"):
         import_dataset(folder, data_root, workers=1, progress=False)
     assert list_datasets(data_root) == [] and partial_imports(data_root) == []
+
+
+def test_small_imports_decode_in_process():
+    from coordinator_service.datasets.importer import PER_PROCESS, auto_workers, default_workers
+
+    assert auto_workers(0) == auto_workers(PER_PROCESS - 1) == 1
+    assert auto_workers(10**9) == default_workers()
