@@ -263,6 +263,20 @@ class StatusResponse(_Model):
 class HistoryEntry(_Model):
     """One optimizer step: the averaged losses and D accuracies of its results."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "iteration": 41, "epoch": 1, "g_loss": 2.31, "d_loss": 0.62,
+                    "d_real_accuracy": 0.83, "d_fake_accuracy": 0.88, "num_results": 8,
+                    "num_workers": 7, "num_images": 2560, "step_seconds": 0.41,
+                    "created_at": "2026-11-21T09:30:12Z",
+                }
+            ]
+        },
+    )  # fmt: skip
+
     iteration: int
     epoch: int
     g_loss: float

@@ -53,7 +53,13 @@ async def sample(iteration: int, conn: ConnDep, run_id: RunQuery = None) -> Resp
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
 
-@router.get("/samples", responses=errors("no_run", "unknown_run"))
+@router.get(
+    "/samples",
+    responses={
+        200: {"content": {"application/json": {"example": [10, 20, 30, 40]}}},
+        **errors("no_run", "unknown_run"),
+    },
+)
 async def sample_list(conn: ConnDep, run_id: RunQuery = None) -> list[int]:
     """Iterations that have a sample grid."""
     run = await _run(conn, run_id)

@@ -230,8 +230,12 @@ def test_openapi_documents_the_read_only_api(coordinator: RunningCoordinator) ->
                  "samples/{iteration}.png"):  # fmt: skip
         assert "get" in paths[f"/api/v1/{path}"], path
     schemas = spec["components"]["schemas"]
-    for name in ("DashboardStatus", "LeaderboardRow", "ClusterResources"):
+    for name in ("DashboardStatus", "LeaderboardRow", "ClusterResources", "HistoryEntry"):
         assert schemas[name]["examples"], name
+    samples = paths["/api/v1/samples"]["get"]["responses"]["200"]["content"]
+    assert samples["application/json"]["example"] == [10, 20, 30, 40]
+    png = paths["/api/v1/samples/{iteration}.png"]["get"]["responses"]["200"]["content"]
+    assert "image/png" in png
     csv_route = paths["/api/v1/admin/leaderboard.csv"]["get"]
     assert "text/csv" in csv_route["responses"]["200"]["content"]
     assert csv_route["security"] == [{"AdminToken": []}]
