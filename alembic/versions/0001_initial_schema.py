@@ -81,6 +81,9 @@ CREATE TABLE work_units (
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX work_units_pending ON work_units (run_id, unit_id) WHERE status = 'pending';
+CREATE INDEX work_units_pending_shard ON work_units (run_id, shard, unit_id)
+    WHERE status = 'pending';
+CREATE INDEX work_units_leased ON work_units (run_id) WHERE status = 'leased';
 CREATE INDEX work_units_run_epoch ON work_units (run_id, epoch, status);
 
 CREATE TABLE leases (

@@ -23,8 +23,8 @@ WITH picked AS (
     UPDATE work_units SET status = 'leased'
     WHERE unit_id = (
         SELECT unit_id FROM work_units
-        WHERE run_id = $1 AND status = 'pending'
-        ORDER BY (shard = ANY($5::integer[])) DESC, unit_id
+        WHERE run_id = $1 AND status = 'pending' {shard_filter}
+        ORDER BY unit_id
         FOR UPDATE SKIP LOCKED
         LIMIT 1)
     RETURNING unit_id, epoch, image_indices
@@ -36,6 +36,9 @@ WITH picked AS (
 SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, p.epoch, p.image_indices
 FROM lease l JOIN picked p USING (unit_id)
 """
+# Both forms walk a partial index in unit order and stop at the first unlocked row.
+_CLAIM_ANY = _CLAIM.format(shard_filter="")
+_CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($5::integer[])")
 
 # The oldest outstanding unit with a single active lease (not this worker's) that has
 # been out longer than backup_after: a straggler worth computing twice.
@@ -89,10 +92,9 @@ class LeasesRepo:
             run = Run.of(record)
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
-            args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds)
-            row = await self.conn.fetchrow(_CLAIM, *args, list(cached_shards))
+            row = await self._claim_pending(run, worker_id, cached_shards)
             if row is None and await self.expire(run_id=run.run_id):
-                row = await self.conn.fetchrow(_CLAIM, *args, list(cached_shards))
+                row = await self._claim_pending(run, worker_id, cached_shards)
             if row is None and backup:
                 row = await self._claim_backup(run, worker_id)
             if row is None:
@@ -102,6 +104,17 @@ class LeasesRepo:
                 "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
             )
         return ClaimOutcome(status="leased", run=run, unit=unit)
+
+    async def _claim_pending(
+        self, run: Run, worker_id: int, cached_shards: Sequence[int]
+    ) -> asyncpg.Record | None:
+        """A pending unit, from a shard the worker caches if there is one."""
+        args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds)
+        if cached_shards:
+            row = await self.conn.fetchrow(_CLAIM_CACHED, *args, list(cached_shards))
+            if row is not None:
+                return row
+        return await self.conn.fetchrow(_CLAIM_ANY, *args)
 
     async def _claim_backup(self, run: Run, worker_id: int) -> dict[str, Any] | None:
         unit = await self.conn.fetchrow(

@@ -88,13 +88,12 @@ class AcceptedResult(_Row):
 
 
 class OpenResult(_Row):
-    """An accepted, not yet consumed result, with its body, for the aggregator."""
+    """An accepted, not yet consumed result (its body is fetched separately, once)."""
 
     lease_id: UUID
     unit_id: int
     worker_id: int
     num_samples: int
-    body: bytes
 
 
 class ResultMetrics(_Row):

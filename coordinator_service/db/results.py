@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
@@ -48,17 +49,20 @@ class ResultsRepo:
         transaction, and a step, an expiry or a backup's result may have happened since.
         """
         async with self.conn.transaction():
+            # Lock order run -> lease -> unit, the same as a step's, so they never deadlock.
+            run_iteration = await self.conn.fetchval(
+                "SELECT r.iteration FROM runs r JOIN leases l USING (run_id) "
+                "WHERE l.lease_id = $1 FOR SHARE OF r",
+                lease_id,
+            )
             lease = await self.conn.fetchrow(
                 "SELECT unit_id, run_id, iteration, status FROM leases "
                 "WHERE lease_id = $1 AND worker_id = $2 FOR UPDATE",
                 lease_id,
                 worker_id,
             )
-            if lease is None:
+            if lease is None or run_iteration is None:
                 raise CoordinatorError("lease_lost")
-            run_iteration = await self.conn.fetchval(
-                "SELECT iteration FROM runs WHERE run_id = $1 FOR SHARE", lease["run_id"]
-            )
             if lease["status"] != "active":
                 raise CoordinatorError(_ENDED_LEASE_CODES.get(lease["status"], "lease_lost"))
             if lease["iteration"] != run_iteration:
@@ -70,8 +74,8 @@ class ResultsRepo:
                 raise CoordinatorError("unit_completed")
             await self.conn.execute(
                 "INSERT INTO results (lease_id, unit_id, run_id, worker_id, iteration, kind, "
-                "num_samples, body, g_loss, d_loss, d_real_accuracy, d_fake_accuracy) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "num_samples, body, g_loss, d_loss, d_real_accuracy, d_fake_accuracy, accepted_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp())",
                 lease_id,
                 lease["unit_id"],
                 lease["run_id"],
@@ -107,12 +111,19 @@ class ResultsRepo:
     async def open_for(self, *, run_id: int, iteration: int) -> list[OpenResult]:
         """Accepted, unconsumed results of one iteration, in unit order (a fixed sum order)."""
         records = await self.conn.fetch(
-            "SELECT lease_id, unit_id, worker_id, num_samples, body FROM results "
+            "SELECT lease_id, unit_id, worker_id, num_samples FROM results "
             "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL ORDER BY unit_id",
             run_id,
             iteration,
         )
         return [OpenResult.of(r) for r in records]
+
+    async def bodies(self, *, lease_ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The uploaded bodies of some accepted results."""
+        records = await self.conn.fetch(
+            "SELECT lease_id, body FROM results WHERE lease_id = ANY($1::uuid[])", list(lease_ids)
+        )
+        return {r["lease_id"]: r["body"] for r in records}
 
     async def count_open(self, *, run_id: int, iteration: int) -> int:
         return int(

@@ -8,7 +8,8 @@ all, so a coordinator killed at any moment restarts on a consistent iteration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from uuid import UUID
 
 import asyncpg
@@ -97,6 +98,14 @@ class StatesRepo:
         )
         return [HistoryEntry.model_validate(dict(r)) for r in records]
 
+    @contextlib.asynccontextmanager
+    async def locked_run(self, *, run_id: int) -> AsyncIterator[None]:
+        """A transaction holding the run row FOR UPDATE: no claim or result gets in until
+        it ends. The aggregator's fallback when results keep arriving during a step."""
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT 1 FROM runs WHERE run_id = $1 FOR UPDATE", run_id)
+            yield
+
     async def commit_step(
         self,
         *,
@@ -135,8 +144,8 @@ class StatesRepo:
             h = step.history
             await conn.execute(
                 "INSERT INTO history (run_id, iteration, epoch, g_loss, d_loss, d_real_accuracy, "
-                "d_fake_accuracy, num_results, num_workers, num_images, step_seconds) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "d_fake_accuracy, num_results, num_workers, num_images, step_seconds, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, clock_timestamp())",
                 step.run_id, step.iteration, run["epoch"], h.g_loss, h.d_loss,
                 h.d_real_accuracy, h.d_fake_accuracy, h.num_results, h.num_workers,
                 h.num_images, h.step_seconds,

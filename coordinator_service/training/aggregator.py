@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
+from uuid import UUID
 
 import asyncpg
 
@@ -28,6 +29,7 @@ from coordinator_service.training import engine
 from coordinator_service.training.planner import plan_epoch
 from coordinator_service.weights_cache import CachedWeights, WeightsCache
 from shared.protocol import HistoryEntry
+from shared.training_step import UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class Aggregator:
         self.metrics = metrics
         self.wake = asyncio.Event()
         self._state: engine.TrainingState | None = None
+        # Results decoded by a step attempt, reused by the next attempt of that iteration.
+        self._decoded: dict[UUID, UnitResult] = {}
+        self._decoded_for: tuple[int, int] | None = None
 
     async def run_forever(self) -> None:
         """Hold leadership and tick; on any error, log, wait and start over."""
@@ -106,17 +111,12 @@ class Aggregator:
             ready = await RunsRepo(conn).readiness(run_id=run.run_id, iteration=run.iteration)
         if not should_step(run, ready, datetime.now(timezone.utc)):
             return False
-        for _ in range(3):
-            try:
-                await self._step(run)
-                return True
-            except StepConflict as exc:
-                log.info("step of iteration %d recomputed: %s", run.iteration, exc)
-                async with self.pool.acquire() as conn:
-                    fresh = await RunsRepo(conn).get(run_id=run.run_id)
-                if fresh is None or fresh.iteration != run.iteration or fresh.status != "active":
-                    return False
-        return False
+        try:
+            await self._step(run)
+        except StepConflict as exc:  # the run moved (stopped, paused) under us
+            log.info("step of iteration %d abandoned: %s", run.iteration, exc)
+            return False
+        return True
 
     async def _training_state(self, run: Run) -> engine.TrainingState:
         state = self._state
@@ -131,16 +131,47 @@ class Aggregator:
         )
 
     async def _step(self, run: Run) -> None:
+        """Optimistically, then (if results kept arriving meanwhile) under the run lock.
+
+        Accepted means counted: a step consumes exactly the results that are accepted
+        when it commits. The first attempt runs without blocking anyone and fails if a
+        result arrived while it computed; the second holds the run row, so claims and
+        uploads wait for it (briefly: results decoded by the first attempt are reused).
+        """
         started = time.perf_counter()
         state = await self._training_state(run)
-        async with self.pool.acquire() as conn:
-            results = await ResultsRepo(conn).open_for(run_id=run.run_id, iteration=run.iteration)
+        if self._decoded_for != (run.run_id, run.iteration):
+            self._decoded, self._decoded_for = {}, (run.run_id, run.iteration)
+        try:
+            async with self.pool.acquire() as conn:
+                await self._attempt(conn, run, state, started)
+            return
+        except StepConflict as exc:
+            log.info("step of iteration %d retried under the run lock: %s", run.iteration, exc)
+        async with self.pool.acquire() as conn, StatesRepo(conn).locked_run(run_id=run.run_id):
+            await self._attempt(conn, run, state, started)
+
+    async def _attempt(
+        self, conn: asyncpg.Connection, run: Run, state: engine.TrainingState, started: float
+    ) -> None:
+        results = await ResultsRepo(conn).open_for(run_id=run.run_id, iteration=run.iteration)
         if not results:
             raise StepConflict("no results left to aggregate")
+        missing = [r.lease_id for r in results if r.lease_id not in self._decoded]
+        if missing:
+            bodies = await ResultsRepo(conn).bodies(lease_ids=missing)
+            decoded = await asyncio.to_thread(
+                engine.decode_results, [bodies[k] for k in missing], run.config
+            )
+            self._decoded.update(zip(missing, decoded, strict=True))
         every = self.settings.sample_every
         with_sample = every > 0 and (run.iteration + 1) % every == 0
         product = await asyncio.to_thread(
-            engine.step, state, [r.body for r in results], run.config, with_sample=with_sample
+            engine.step,
+            state,
+            [self._decoded[r.lease_id] for r in results],
+            run.config,
+            with_sample=with_sample,
         )
         m = product.metrics
         write = StepWrite(
@@ -167,14 +198,14 @@ class Aggregator:
             keep_last=self.settings.keep_last_states,
             checkpoint_every=self.settings.checkpoint_every,
         )
-        async with self.pool.acquire() as conn:
-            outcome = await StatesRepo(conn).commit_step(
-                step=write,
-                plan_epoch=lambda epoch: plan_epoch(run.config, epoch),
-                max_epochs=run.config.max_epochs,
-                max_iterations=run.config.max_iterations,
-            )
+        outcome = await StatesRepo(conn).commit_step(
+            step=write,
+            plan_epoch=lambda epoch: plan_epoch(run.config, epoch),
+            max_epochs=run.config.max_epochs,
+            max_iterations=run.config.max_iterations,
+        )
         self._state = product.state
+        self._decoded = {}
         self.cache.put(
             run.run_id,
             outcome.iteration,

@@ -25,7 +25,7 @@ from shared.codec import (
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import RunConfig
 from shared.samples import fixed_noise, sample_grid_png
-from shared.training_step import UnitMetrics
+from shared.training_step import UnitMetrics, UnitResult
 
 SAMPLE_GRID_SIZE = 64  # 8 x 8 images
 
@@ -104,12 +104,16 @@ class StepProduct:
     sample_png: bytes | None
 
 
-def step(
-    state: TrainingState, bodies: list[bytes], config: RunConfig, *, with_sample: bool
-) -> StepProduct:
-    """W_t+1 from W_t and the accepted results (already validated once at upload)."""
+def decode_results(bodies: list[bytes], config: RunConfig) -> list[UnitResult]:
+    """Decode accepted result bodies (validated once already, at upload)."""
     spec = state_spec(model_config(config))
-    results = [decode_result(b, spec, expected_kind=config.result_kind) for b in bodies]
+    return [decode_result(b, spec, expected_kind=config.result_kind) for b in bodies]
+
+
+def step(
+    state: TrainingState, results: list[UnitResult], config: RunConfig, *, with_sample: bool
+) -> StepProduct:
+    """W_t+1 from W_t and the accepted results, in the order given (unit order)."""
     combined = aggregate(results)
     adam = AdamConfig(lr=config.lr, beta1=config.beta1, beta2=config.beta2)
     weights, opt = apply_gradients(state.weights, combined, state.optimizer, adam)

@@ -1,0 +1,230 @@
+"""Load test of a real coordinator: N simulated workers, no torch compute on their side.
+
+Each simulated worker loops claim -> download W_t (once per iteration) -> upload a
+pre-made valid result (seeded random gradients, encoded once per (iteration, size) and
+reused) -> claim again; on 204 it waits 50 ms. The coordinator is the real CLI
+(``gan-coordinator serve``) in a subprocess over a fresh database on a real PostgreSQL,
+with its aggregator stepping for real (decode, average, Adam, snapshot, commit).
+
+Reported per worker count: leased claims/s, p50/p99 latency of every claim request,
+result MB/s accepted, steps/s, and step turnaround (last accepted result of iteration t
+to the step's commit, from the database's own timestamps).
+
+    .venv/bin/python bench/load_coordinator.py --workers 10 50 100 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from coordinator_service.db import migrations
+from coordinator_service.embedded import with_database
+from shared.codec import encode_result
+from shared.models import ModelConfig, StateSpec
+from shared.protocol import API_PREFIX, LEASE_HEADER, WorkUnit
+from shared.training_step import GRADIENTS, UnitMetrics, UnitResult
+
+ADMIN, JOIN = "bench-admin-token", "bench-join-code"
+
+
+@dataclass
+class Stats:
+    claim_latencies: list[float] = field(default_factory=list)
+    leased: int = 0
+    accepted_bytes: int = 0
+    accepted: int = 0
+    refused: dict[int, int] = field(default_factory=dict)
+
+
+class Results:
+    """Pre-made result bodies, encoded once per (iteration, num_samples)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        import torch
+
+        spec = StateSpec.from_config(config)
+        rng = torch.Generator().manual_seed(0)
+        self.tensors = {k: torch.randn(s, generator=rng) * 1e-3 for k, s in spec.parameters.items()}
+        self.buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in spec.buffers.items()}
+        self.cache: dict[tuple[int, int], bytes] = {}
+
+    def body(self, iteration: int, num_samples: int) -> bytes:
+        key = (iteration, num_samples)
+        if key not in self.cache:
+            result = UnitResult(GRADIENTS, iteration, num_samples, self.tensors, self.buffers,
+                                UnitMetrics(0.7, 1.3, 0.5, 0.5))  # fmt: skip
+            self.cache[key] = encode_result(result)
+        return self.cache[key]
+
+
+async def worker_loop(client: httpx.AsyncClient, token: str, results: Results, stats: Stats,
+                      stop_at: float) -> None:  # fmt: skip
+    auth = {"Authorization": f"Bearer {token}"}
+    have_weights = -1
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        response = await client.post("/work-units/claim", json={}, headers=auth)
+        stats.claim_latencies.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            await asyncio.sleep(0.05)
+            continue
+        stats.leased += 1
+        unit = WorkUnit.model_validate(response.json())
+        if unit.iteration != have_weights:
+            await client.get(unit.weights_url.removeprefix(API_PREFIX), headers=auth)
+            have_weights = unit.iteration
+        body = results.body(unit.iteration, len(unit.image_indices))
+        answer = await client.post(
+            f"/work-units/{unit.unit_id}/result", content=body,
+            headers={**auth, LEASE_HEADER: unit.lease_id,
+                     "Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        if answer.status_code == 200:
+            stats.accepted += 1
+            stats.accepted_bytes += len(body)
+        else:
+            stats.refused[answer.status_code] = stats.refused.get(answer.status_code, 0) + 1
+
+
+async def admin_execute(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def turnarounds(database_url: str) -> tuple[list[float], int, float]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM h.created_at - max(r.accepted_at)) AS seconds "
+            "FROM history h JOIN results r ON r.run_id = h.run_id AND r.iteration = h.iteration "
+            "GROUP BY h.run_id, h.iteration, h.created_at"
+        )
+        steps = await conn.fetchval("SELECT count(*) FROM history")
+        compute = await conn.fetchval(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY step_seconds) FROM history"
+        )
+        return [float(r["seconds"]) for r in rows], int(steps), float(compute or "nan")
+    finally:
+        await conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str, float]:
+    server_url = with_database(args.database_url, "postgres")
+    name = f"gan_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    database_url = with_database(args.database_url, name)
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    port = 18000 + secrets.randbelow(2000)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GAN_")},
+           "DATABASE_URL": database_url, "GAN_ADMIN_TOKEN": ADMIN, "GAN_JOIN_CODE": JOIN,
+           "GAN_TORCH_THREADS": "1", "GAN_SAMPLE_EVERY": "0", "GAN_POOL_MAX_SIZE": "20",
+           "GAN_AGGREGATOR_TICK_SECONDS": "0.05"}  # fmt: skip
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gan-coordinator")), "serve", "--port", str(port),
+         "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    try:
+        async with httpx.AsyncClient(base_url=base + API_PREFIX, timeout=120, limits=limits) as c:
+            for _ in range(600):
+                try:
+                    if (await c.get(base + "/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            config = {"generator_features": args.features, "discriminator_features": args.features,
+                      "latent_dim": 100, "images_per_unit": args.images_per_unit,
+                      "units_per_step": max(1, n // 2), "dataset": {"size": 1_000_000}}  # fmt: skip
+            started = await c.post("/admin/runs", json={"config": config},
+                                   headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
+            assert started.status_code == 201, started.text
+            tokens = [
+                (await c.post("/workers", json={"join_code": JOIN, "name": f"w{i}"})).json()[
+                    "token"
+                ]
+                for i in range(n)
+            ]
+            stats = Stats()
+            t0 = time.monotonic()
+            stop_at = t0 + args.seconds
+            await asyncio.gather(*(worker_loop(c, t, results, stats, stop_at) for t in tokens))
+            elapsed = time.monotonic() - t0
+        turn, steps, compute = await turnarounds(database_url)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        if args.show_log:
+            log.seek(0)
+            print(log.read().decode(errors="replace")[-5000:], file=sys.stderr)
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return {
+        "workers": n,
+        "units_per_step": max(1, n // 2),
+        "claims_per_s": stats.leased / elapsed,
+        "claim_requests_per_s": len(stats.claim_latencies) / elapsed,
+        "claim_p50_ms": 1000 * percentile(stats.claim_latencies, 0.5),
+        "claim_p99_ms": 1000 * percentile(stats.claim_latencies, 0.99),
+        "result_mb_per_s": stats.accepted_bytes / elapsed / 1e6,
+        "results_per_s": stats.accepted / elapsed,
+        "refused": sum(stats.refused.values()),
+        "steps_per_s": steps / elapsed,
+        "step_compute_p50_ms": 1000 * compute,
+        "turnaround_p50_ms": 1000 * statistics.median(turn) if turn else float("nan"),
+        "turnaround_max_ms": 1000 * max(turn) if turn else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--features", type=int, default=8, help="G and D feature maps")
+    parser.add_argument("--images-per-unit", type=int, default=32)
+    parser.add_argument("--show-log", action="store_true", help="print the server's log tail")
+    parser.add_argument("--database-url", default=os.environ.get(
+        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))  # fmt: skip
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    results = Results(ModelConfig(generator_features=args.features,
+                                  discriminator_features=args.features))  # fmt: skip
+    size = len(results.body(0, args.images_per_unit))
+    print(f"model: {args.features} feature maps, result body {size / 1e6:.2f} MB (float32)")
+    header = ("workers", "units_per_step", "claims_per_s", "claim_p50_ms", "claim_p99_ms",
+              "result_mb_per_s", "results_per_s", "refused", "steps_per_s", "step_compute_p50_ms",
+              "turnaround_p50_ms", "turnaround_max_ms")  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for n in args.workers:
+        row = asyncio.run(bench(n, args, results))
+        print("| " + " | ".join(f"{row[h]:.1f}" if isinstance(row[h], float) else str(row[h])
+                                for h in header) + " |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
