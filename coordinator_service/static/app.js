@@ -15,6 +15,7 @@ const view = {
   latestSample: undefined,
   followLatest: true,
   playing: null,
+  hashApplied: false,
 };
 
 // Errors are shown on the page (and collected for the browser test), never swallowed.
@@ -310,6 +311,17 @@ function renderSamples() {
   $("sample").hidden = n === 0;
   $("sample-empty").hidden = n > 0;
   if (n === 0) { setText("slider-label", ""); setText("sample-label", ""); return; }
+  if (!view.hashApplied) {
+    // A link like /#iteration=120 opens the replay at that grid (for slides and chats).
+    view.hashApplied = true;
+    const wanted = /iteration=(\d+)/.exec(window.location.hash);
+    const index = wanted ? view.samples.indexOf(Number(wanted[1])) : -1;
+    if (index >= 0 && index < n - 1) {
+      view.followLatest = false;
+      showSample(index);
+      return;
+    }
+  }
   if (view.followLatest && view.playing === null) showSample(n - 1);
 }
 

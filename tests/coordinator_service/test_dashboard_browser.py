@@ -175,6 +175,12 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     sample = page.element("sample")
     assert 'data-loaded="true"' in sample and 'data-iteration="2"' in sample
     assert 'max="1"' in page.element("slider")  # two grids to replay
+    replay = browse(coordinator.url + "/#iteration=1", tmp_path)  # a link into the replay
+    replay.assert_clean()
+    sample = replay.element("sample")
+    assert 'data-loaded="true"' in sample and 'data-iteration="1"' in sample
+    assert replay.text("slider-label") == "iteration 1"
+    assert replay.text("sample-label") == "replay"
     snapshot(coordinator, tmp_path, "finished")
 
 
