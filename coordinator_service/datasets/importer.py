@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -40,6 +40,7 @@ from coordinator_service.datasets.sources import (
     NoImagesError,
     SourcePlan,
     SourceSpec,
+    close_archives,
     decode_batch,
     resolve_source,
 )
@@ -121,16 +122,17 @@ def _resume(partial: Path, shard_size: int) -> list[_Progress]:
         done.append(record)
         if record.shard.count < shard_size:  # only the last shard is short
             break
-    # Anything beyond the good prefix is from a crash mid-write: drop it.
+    # Anything beyond the good prefix, and temporary files, are from a crash: drop them.
     for stale in partial.iterdir():
-        if stale.name.startswith("shard-") and int(stale.name[6:11]) >= len(done):
+        beyond = stale.name.startswith("shard-") and int(stale.name[6:11]) >= len(done)
+        if beyond or stale.name.endswith(".tmp"):
             stale.unlink()
     return done
 
 
 def _decoded(
     spec: SourceSpec, members: list[str], start: int, workers: int
-) -> Iterator[np.ndarray | None]:
+) -> Generator[np.ndarray | None, None, None]:
     """Decode ``members[start:]`` in order, ``workers`` processes at a time."""
     batches = (members[i : i + BATCH] for i in range(start, len(members), BATCH))
     if workers <= 1:
@@ -241,9 +243,8 @@ def import_dataset(
                 if buffer:
                     flush(len(plan.members))
             finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+                stream.close()
+                close_archives()
             trailing_skipped = list(buffer_skipped)
     finally:
         bar.close()

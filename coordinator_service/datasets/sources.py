@@ -227,6 +227,12 @@ def resolve_source(
 _open_zips: dict[str, zipfile.ZipFile] = {}
 
 
+def close_archives() -> None:
+    """Close the zip files this process opened for decoding."""
+    while _open_zips:
+        _open_zips.popitem()[1].close()
+
+
 def _open_member(spec: SourceSpec, member: str) -> Image.Image:
     if spec.kind == "folder":
         return Image.open(Path(spec.root) / member)

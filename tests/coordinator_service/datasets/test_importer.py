@@ -185,8 +185,10 @@ def test_a_damaged_partial_shard_is_redone(celeba_folder: Path, data_root: Path,
     [partial] = partial_imports(data_root)
     shard = partial / "shard-00001.safetensors"
     shard.write_bytes(shard.read_bytes()[:-10])  # cut short by a crash or a full disk
+    (partial / ".shard-00002.safetensors.123.tmp").write_bytes(b"half a shard")
     resumed = import_dataset(celeba_folder, data_root, shard_size=4, workers=1, progress=False)
     assert resumed.resumed_shards == 1
+    assert not list(resumed.path.glob("*.tmp"))
     clean = import_dataset(
         celeba_folder, tmp_path / "clean", shard_size=4, workers=1, progress=False
     )
