@@ -43,6 +43,10 @@ def test_every_fence_says_whether_it_runs(guide: Path) -> None:
         assert block.lang in known, (
             f"{block.where}: mark the fence as one of {', '.join(known)} (see tests/deploy/docs.py)"
         )
+        if block.lang in docs.RUN:  # never install packages in a test
+            assert not re.search(r"\bpip3? install\b", block.text), (
+                f"{block.where}: installs packages; mark the fence ```console"
+            )
 
 
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
@@ -102,9 +106,13 @@ def _sandbox(root: Path, c: ComposeCoordinator) -> tuple[Path, dict[str, str]]:
 def _run_guide(guide: Path, sandbox: Path, env: dict[str, str], url: str) -> list[str]:
     """Run the guide's bash and python blocks in order; return their outputs."""
     outputs = []
-    for block in docs.blocks(guide):
-        if block.lang not in docs.RUN:
-            continue
+    runnable = [block for block in docs.blocks(guide) if block.lang in docs.RUN]
+    for block in runnable:  # checked before anything runs
+        # Never install packages in a test: such blocks are ```console.
+        assert not re.search(r"\bpip3? install\b", block.text), (
+            f"{block.where}: installs packages; mark the fence ```console"
+        )
+    for block in runnable:
         text = block.text
         for placeholder in PLACEHOLDER_URLS:
             text = text.replace(placeholder, url)
