@@ -31,3 +31,17 @@ def test_register_claim_upload_step(coordinator: RunningCoordinator) -> None:
     assert worker.get("/samples/1.png").headers["content-type"] == "image/png"
     current = worker.get("/weights/current", follow_redirects=False)
     assert current.status_code == 307 and "/weights/1" in current.headers["location"]
+
+
+def test_weights_are_immutable_and_cached(coordinator: RunningCoordinator) -> None:
+    coordinator.start_run(**NARROW_RUN)
+    client = coordinator.client()
+    first = client.get("/weights/0")
+    assert first.status_code == 200
+    assert first.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert first.headers["content-type"] == "application/octet-stream"
+    again = client.get("/weights/0", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.headers["etag"] == first.headers["etag"]
+    assert client.get("/weights/7").json()["code"] == "unknown_iteration"
+    current = client.get("/weights/current", follow_redirects=True)  # the 307
+    assert current.content == first.content

@@ -91,3 +91,18 @@ def test_settings_refuse_placeholders_outside_development() -> None:
     with pytest.raises(ValueError, match="GAN_JOIN_CODE"):
         Settings(environment="production", admin_token="a-real-secret-token")
     Settings(environment="production", admin_token="a-real-secret", join_code="blue-otter-42")
+
+
+def test_one_aggregator_per_database(coordinator: RunningCoordinator) -> None:
+    from coordinator_service.training.aggregator import ADVISORY_LOCK_KEY
+
+    async def try_lock() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(coordinator.database_url)
+        try:
+            return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY))
+        finally:
+            await conn.close()
+
+    _wait_for(lambda: not asyncio.run(try_lock()))  # the running coordinator holds it
