@@ -87,6 +87,11 @@ def test_manifest_and_shards_are_served_with_immutable_etags(served):
     assert answer.headers["content-type"] == "application/octet-stream"
     again = worker.get("/dataset/shards/1", headers={"If-None-Match": answer.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
+    paths = api.get(coordinator.url + "/openapi.json").json()["paths"]
+    documented = paths["/api/v1/dataset/shards/{k}"]["get"]["responses"]
+    assert {"200", "304", "401", "404"} <= documented.keys()
+    assert "unknown_shard" in documented["404"]["description"]
+    assert "DatasetDescription" in str(paths["/api/v1/dataset"]["get"]["responses"]["200"])
 
 
 def test_unknown_shard_or_dataset_is_404(served):
