@@ -64,10 +64,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stopped:
-            wait = self.interval()
-            self._wake.wait(wait)  # None: sleep until hold() or stop()
+            woken = self._wake.wait(self.interval())  # None: sleep until hold() or stop()
             self._wake.clear()
-            if self._stopped or wait is None or self.interval() is None:
+            # Woken by hold() or stop(): a fresh lease needs no beat yet; just re-time.
+            if woken or self._stopped or self.interval() is None:
                 continue
             try:
                 answer = self._beat()

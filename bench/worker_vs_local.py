@@ -1,0 +1,207 @@
+"""One worker through the coordinator on loopback vs local training, same machine, one run.
+
+    python bench/worker_vs_local.py [--units 5] [--images-per-unit 320] [--batch-size 64]
+
+What is compared (real model size, built-in faces, CPU):
+
+* **worker**: ``gan-coordinator serve`` (embedded PostgreSQL in a temporary folder) with a
+  run of one unit per step, and one ``gan-worker`` process. Throughput is measured on
+  the coordinator's side, steady state: images of the steps between the first and the
+  last one, over the time between them (claim, weights download, image rendering,
+  gradients, upload, averaging, Adam, publishing the next weights: everything).
+* **local, same units**: the same first units of the coordinator's epoch plan, each one
+  ``compute_gradients`` (micro-batches of ``--batch-size``) + ``apply_gradients``: the
+  very math of the distributed run, without the network and the database.
+* **gan-train-local**: ``shared.local_training.train`` with ``--batch-size`` images per
+  step over as many images (a step per micro-batch, as a student would train alone).
+
+The worker gets ``--threads`` torch threads (default: every core), as do the local runs;
+the coordinator gets one (it only averages, steps and encodes between units).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from coordinator_service.training.planner import plan_epoch
+from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
+from shared.builtin_faces import BuiltinFaces
+from shared.local_training import LocalRun, train
+from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
+from shared.protocol import RunConfig
+from shared.training_step import compute_gradients
+
+BIN = Path(sys.executable).parent
+ADMIN = "bench-admin-token"
+JOIN = "bench-join-code"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until GET /healthz answers 200 (fail if the process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the coordinator exited during startup")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the coordinator did not come up")
+
+
+def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float, int, float]:
+    """(images/s, images, seconds) of one worker process through a real coordinator."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
+    env.update(
+        GAN_DATA_DIR=str(workdir / "pg"),
+        GAN_ADMIN_TOKEN=ADMIN,
+        GAN_JOIN_CODE=JOIN,
+        GAN_TORCH_THREADS="1",
+        GAN_AGGREGATOR_TICK_SECONDS="0.05",
+    )
+    log = (workdir / "coordinator.log").open("wb")
+    coordinator = subprocess.Popen(
+        [str(BIN / "gan-coordinator"), "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        wait_healthy(url, coordinator)
+        api = httpx.Client(base_url=url + "/api/v1", timeout=60)
+        config = {"images_per_unit": args.images_per_unit, "units_per_step": 1,
+                  "max_iterations": args.units, "seed": args.seed}  # fmt: skip
+        started = api.post("/admin/runs", json={"config": config},
+                           headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
+        started.raise_for_status()
+        worker_env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_WORKER_")}
+        worker_env["GAN_WORKER_TORCH_THREADS"] = str(args.threads)
+        worker = subprocess.Popen(
+            [str(BIN / "gan-worker"), "--url", url, "--join-code", JOIN, "--name", "bench",
+             "--batch-size", str(args.batch_size), "--state-dir", str(workdir / "worker"),
+             "--no-progress", "--poll-interval", "0.05", "--max-poll-interval", "0.2"],
+            env=worker_env, stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        first_step: tuple[float, int] | None = None
+        while True:
+            status = api.get("/status").json()
+            now = time.perf_counter()
+            if first_step is None and status["iteration"] >= 1:
+                first_step = (now, status["images_processed"])
+            if status["iteration"] >= args.units:
+                break
+            if worker.poll() is not None:
+                raise RuntimeError((workdir / "worker.log").read_text())
+            time.sleep(0.02)
+        assert first_step is not None
+        images = status["images_processed"] - first_step[1]
+        seconds = now - first_step[0]
+        if worker.wait(timeout=60) != 0:
+            raise RuntimeError((workdir / "worker.log").read_text())
+        output = (workdir / "worker.log").read_text()
+        print(
+            f"worker: {output.count('completed successfully!')} units accepted, "
+            f"{output.count('not needed any more')} computed but refused as stale (409)"
+        )
+        return images / seconds, images, seconds
+    finally:
+        for process in (worker, coordinator):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+        log.close()
+
+
+def local_same_units(args: argparse.Namespace) -> tuple[float, int, float]:
+    """(images/s, images, seconds) of the coordinator's math on its first units, locally."""
+    run = RunConfig(images_per_unit=args.images_per_unit, units_per_step=1, seed=args.seed)
+    units = [indices for _, indices in plan_epoch(run, 0)[: args.units]]
+    config = ModelConfig()
+    generator, discriminator = build_models(config, seed=args.seed)
+    weights = model_state(generator, discriminator)
+    spec = StateSpec.from_config(config)
+    optimizer = initial_optimizer_state({k: weights[k] for k in spec.parameters})
+    faces = BuiltinFaces(run.dataset.size, 0)  # the default built-in dataset, seed 0
+    started, images = 0.0, 0
+    for number, indices in enumerate(units):
+        if number == 1:  # the first unit warms up, as the coordinator's first step does
+            started = time.perf_counter()
+        result = compute_gradients(generator, discriminator, faces.load(indices), indices,
+                                   batch_size=args.batch_size, seed=args.seed,
+                                   iteration=number)  # fmt: skip
+        weights, optimizer = apply_gradients(weights, aggregate([result]), optimizer, AdamConfig())
+        load_model_state(generator, discriminator, weights)
+        if number >= 1:
+            images += len(indices)
+    seconds = time.perf_counter() - started
+    return images / seconds, images, seconds
+
+
+def gan_train_local(args: argparse.Namespace, workdir: Path) -> tuple[float, int, float]:
+    """(images/s, images, seconds) of ``gan-train-local``'s loop over as many images."""
+    total = args.units * args.images_per_unit
+    run = LocalRun(batch_size=args.batch_size, seed=args.seed)
+    started = time.perf_counter()
+    train(run, source=BuiltinFaces(20_000, 0), total_images=total, device=torch.device("cpu"),
+          output=workdir / "local", sample_every=10**9, checkpoint_every=10**9)  # fmt: skip
+    seconds = time.perf_counter() - started
+    return total / seconds, total, seconds
+
+
+def main() -> None:
+    """Run the three measurements and print their images/s and ratios."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--units", type=int, default=5, help="units (= steps) per measurement")
+    parser.add_argument("--images-per-unit", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=64, help="micro-batch size")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.units < 2:
+        parser.error("--units must be at least 2 (the first one is the warm-up)")
+    torch.set_num_threads(args.threads)
+    workdir = Path(tempfile.mkdtemp(prefix="gan-bench-"))
+    try:
+        rows = [
+            ("worker via coordinator", through_coordinator(args, workdir)),
+            ("local, same units", local_same_units(args)),
+            ("gan-train-local", gan_train_local(args, workdir)),
+        ]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), units of {args.images_per_unit} "
+        f"images, micro-batch {args.batch_size}, {args.units} units, real model size"
+    )
+    worker_rate = rows[0][1][0]
+    for name, (rate, images, seconds) in rows:
+        print(f"  {name:24s} {rate:7.1f} images/s  ({images} images in {seconds:.1f} s)")
+    for name, (rate, _, _) in rows[1:]:
+        print(f"  ratio worker / {name}: {worker_rate / rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()
