@@ -95,11 +95,14 @@ def test_kill_9_mid_unit_the_lease_expires_and_another_worker_redoes_it(
     assert [h["num_results"] for h in api.get("/history").json()] == [1]
 
 
-def test_sigint_finishes_and_uploads_the_unit_then_exits_0(coordinator, workers):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_first_sigint_or_sigterm_finishes_and_uploads_the_unit_then_exits_0(
+    coordinator, workers, signum
+):
     coordinator.start_run(**ONE_BIG_UNIT, max_iterations=2)
     worker = workers.start(coordinator.url, "ada", join_code=coordinator.join_code)
     worker.wait_for("Processing work unit")
-    worker.process.send_signal(signal.SIGINT)
+    worker.process.send_signal(signum)
     assert worker.wait() == 0, worker.output()
     out = worker.output()
     assert "Stopping after this work unit" in out

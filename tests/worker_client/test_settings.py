@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from shared.protocol import HeartbeatResponse
 from worker_client.backoff import Backoff
 from worker_client.cli import load_settings, main
 from worker_client.heartbeat import MIN_INTERVAL, Heartbeat
@@ -121,3 +122,32 @@ def test_heartbeat_pace_follows_the_lease_deadline():
     assert beat.interval(now) == MIN_INTERVAL
     beat.drop()
     assert beat.interval(now) is None
+
+
+def test_heartbeat_thread_waits_a_third_of_the_lease_before_beating():
+    import threading
+    import time
+
+    beats: list[float] = []
+    beaten = threading.Event()
+
+    def beat():
+        beats.append(time.monotonic())
+        beaten.set()
+        return HeartbeatResponse(worker_id=1, leases_extended=1, lease_deadline=None)
+
+    heartbeat = Heartbeat(beat, max_interval=0.3)
+    heartbeat.start()
+    try:
+        held = time.monotonic()
+        heartbeat.hold(datetime.now(timezone.utc) + timedelta(seconds=60))
+        assert beaten.wait(5)
+        # No beat at the moment a lease is taken (it would race the unit's own requests).
+        assert beats[0] - held >= 0.25
+        heartbeat.drop()
+        time.sleep(0.5)
+        count = len(beats)
+        time.sleep(0.7)
+        assert len(beats) == count  # no lease, no beats
+    finally:
+        heartbeat.stop()
