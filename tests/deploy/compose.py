@@ -9,7 +9,8 @@ mapped, and only here:
 * ``DATABASE_URL`` names the test PostgreSQL instead of the ``db`` service;
 * paths under the ``/data`` volume live in a temporary directory, ``/app`` is the repo;
 * ``serve --host 0.0.0.0 --port 8000`` listens on 127.0.0.1 and a free port instead
-  (the machine is shared), and the healthcheck URL follows it.
+  (the machine is shared), and the healthcheck URL follows it; so does the address
+  other services use for it, ``http://coordinator:8000``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def service_process(
     image_env, workdir = image_config(REPO_ROOT / service["build"]["dockerfile"])
 
     def local(value: str) -> str:
+        if value == f"http://coordinator:{CONTAINER_PORT}":
+            return f"http://127.0.0.1:{port}"
         if value == "/data" or value.startswith("/data/"):
             return str(data_dir) + value[len("/data") :]
         if value.startswith("/app/"):
@@ -96,10 +99,13 @@ def service_process(
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.update({k: local(v) for k, v in image_env.items()})
     env.update({k: local(str(v)) for k, v in service.get("environment", {}).items()})
-    assert env["DATABASE_URL"].startswith("postgresql://gan:")  # the db service's user
-    env["DATABASE_URL"] = database_url
+    if "DATABASE_URL" in service.get("environment", {}):
+        assert env["DATABASE_URL"].startswith("postgresql://gan:")  # the db service's user
+        env["DATABASE_URL"] = database_url
 
-    argv = [str(a) for a in service["command"]]
+    # `docker-compose config` writes a literal $ as $$ again; the container sees one $.
+    argv = [str(a).replace("$$", "$") for a in service.get("entrypoint", [])]
+    argv += [str(a).replace("$$", "$") for a in service.get("command", [])]
     for flag, container_value, here in (("--host", "0.0.0.0", "127.0.0.1"),
                                         ("--port", CONTAINER_PORT, str(port))):  # fmt: skip
         if flag in argv:
@@ -117,6 +123,8 @@ def service_process(
             for a in test[1:]
         ]
     cwd = Path(local(service.get("working_dir", workdir)))
+    if not (cwd.is_relative_to(data_dir) or cwd.is_relative_to(REPO_ROOT)):
+        cwd = data_dir.parent / "container-fs" / cwd.relative_to("/")  # e.g. /home/gan
     cwd.mkdir(parents=True, exist_ok=True)
     return ServiceProcess(argv=argv, env=env, cwd=cwd, healthcheck=healthcheck)
 
@@ -132,6 +140,15 @@ class ComposeCoordinator:
     migrate_output: str
     log_path: Path
     data_dir: Path
+    config: dict[str, Any]
+    port: int
+
+    def service(self, name: str) -> ServiceProcess:
+        """Another service of the compose file, mapped onto this coordinator."""
+        return service_process(
+            self.config, name, database_url=self.serve.env["DATABASE_URL"],
+            data_dir=self.data_dir, port=self.port,
+        )  # fmt: skip
 
     @property
     def admin_token(self) -> str:
@@ -178,7 +195,7 @@ def start_compose_coordinator(
         )
     running = ComposeCoordinator(
         url=f"http://127.0.0.1:{port}", process=process, serve=serve, migrate=migrate,
-        migrate_output=output, log_path=log_path, data_dir=data_dir,
+        migrate_output=output, log_path=log_path, data_dir=data_dir, config=config, port=port,
     )  # fmt: skip
     deadline = time.monotonic() + 90
     while True:

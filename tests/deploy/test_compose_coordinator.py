@@ -16,7 +16,7 @@ from tests.deploy.compose import ComposeCoordinator, resolved_compose, service_p
 
 
 def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
-    compose_coordinator: ComposeCoordinator,
+    compose_coordinator: ComposeCoordinator, tmp_path: Path
 ) -> None:
     c = compose_coordinator
     assert c.serve.env["GAN_ENVIRONMENT"] == "production"
@@ -38,7 +38,8 @@ def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
     admin = httpx.Client(base_url=api, timeout=60, headers={"Authorization": "Bearer wrong"})
     assert admin.post("/admin/runs", json={}).status_code in (401, 403)
     admin.headers["Authorization"] = f"Bearer {c.admin_token}"
-    started = admin.post("/admin/runs", json={"config": {**NARROW_RUN, "units_per_step": 1}})
+    run_config = {**NARROW_RUN, "units_per_step": 1, "max_iterations": 2}
+    started = admin.post("/admin/runs", json={"config": run_config})
     assert started.status_code == 201, started.text
 
     with httpx.Client(base_url=api, timeout=60,
@@ -59,6 +60,19 @@ def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
             ("compose-ada", len(unit.image_indices))
         ]
     admin.close()
+
+    # The demo-workers profile's service does the last unit; the run is then finished and
+    # the worker exits by itself.
+    demo = c.service("demo-worker")
+    env = {**demo.env, "HOSTNAME": "0123456789ab", "HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        demo.argv, env=env, cwd=demo.cwd, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = httpx.get(api + "/status").json()
+    assert (status["run"]["status"], status["run"]["iteration"]) == ("finished", 2)
+    names = {e["name"] for e in httpx.get(api + "/leaderboard").json()}
+    assert names == {"compose-ada", "demo-0123456789ab"}
 
 
 def test_compose_migrate_refuses_placeholder_secrets(
