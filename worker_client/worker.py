@@ -89,7 +89,13 @@ class Worker:
         log.info("Initializing gan-worker for %s", self.settings.url)
         for line in hardware_lines(self.hardware, self.settings.batch_size):
             log.info(line)
-        identity = self._join()
+        try:
+            identity = self._join()
+        except CoordinatorUnavailable:
+            if not self.stop.requested:
+                raise
+            log.info("Stopped before joining the class.")
+            return EXIT_OK
         log.info("Worker id %d, name %r", identity.worker_id, identity.name)
         self.heartbeat.start()
         try:

@@ -140,10 +140,14 @@ def test_coordinator_killed_and_restarted_while_workers_run(
     procs = [workers.start(served.url, name, join_code=TEST_JOIN_CODE) for name in ("ada", "bob")]
     for proc in procs:
         proc.wait_for("completed successfully!")
+    with httpx.Client(base_url=served.url + "/api/v1", timeout=30) as api:
+        before = api.get("/status").json()["iteration"]
     served.kill()
     for proc in procs:
         proc.wait_for("Cannot reach the coordinator", timeout=30)
     served = spawn_coordinator(database_url, port=port)
+    with httpx.Client(base_url=served.url + "/api/v1", timeout=30) as api:
+        assert api.get("/status").json()["iteration"] >= before  # the committed steps survived
     for proc in procs:
         assert proc.wait() == 0, proc.output()
         assert "Reconnected to the coordinator" in proc.output()

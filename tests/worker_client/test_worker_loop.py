@@ -243,3 +243,15 @@ def test_before_the_run_starts_the_worker_waits_quietly(tmp_path, caplog):
     text = messages(caplog)
     assert text.count("No training run has started yet") == 1 and "answered" not in text
     assert sorted(fake.results) == [1]
+
+
+def test_ctrl_c_while_the_coordinator_is_unreachable_at_start_exits_0(tmp_path):
+    fake = FakeCoordinator()
+    worker = make_worker(fake, tmp_path)
+
+    def down(request):
+        worker.stop.request()  # Ctrl+C while the worker retries its registration
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    fake.on_request = down
+    assert worker.run() == EXIT_OK
