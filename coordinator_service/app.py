@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
                     cache=state.cache,
                     metrics=state.metrics,
                 )
-                state.wake_aggregator = aggregator.wake
+                state.aggregator = aggregator
                 task = asyncio.create_task(aggregator.run_forever(), name="aggregator")
             app.state.coordinator = state
             yield

@@ -49,6 +49,12 @@ class RegisterRequest(_Model):
 class RegisterResponse(_Model):
     """The worker token is shown once; the coordinator stores only its hash."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"worker_id": 3, "name": "ada",
+                                         "token": "q3V9…(43 characters)"}]},
+    )  # fmt: skip
+
     worker_id: int
     name: str
     token: str
@@ -121,6 +127,31 @@ class ClaimRequest(_Model):
 class WorkUnit(_Model):
     """A leased unit. The lease id goes back with the result in the X-Lease-Id header."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "unit_id": 17, "lease_id": "0b7e4c2a-5f7d-4d0e-9a51-2b8c0f7f1e3d",
+                    "iteration": 5, "epoch": 0, "image_indices": [3, 8, 21],
+                    "lease_deadline": "2026-11-21T09:35:00Z",
+                    "weights_url": "/api/v1/weights/5?run_id=1", "is_backup": False,
+                    "run": {
+                        "run_id": 1, "seed": 0,
+                        "model": {"latent_dim": 100, "generator_features": 64,
+                                  "discriminator_features": 64, "channels": 3,
+                                  "image_size": 64},
+                        "dataset": {"dataset_id": "builtin-faces-20000-seed0",
+                                    "kind": "builtin", "num_images": 20000,
+                                    "builtin_seed": 0, "shard_size": 1000},
+                        "result_kind": "gradients", "result_dtype": "float32",
+                        "local_steps": None,
+                    },
+                }
+            ]
+        },
+    )  # fmt: skip
+
     unit_id: int
     lease_id: str
     iteration: int
@@ -134,6 +165,12 @@ class WorkUnit(_Model):
 
 class ResultResponse(_Model):
     """An accepted result; a repeat upload of the same lease gets the same answer."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"unit_id": 17, "iteration": 5, "accepted": True,
+                                         "num_samples": 320, "duplicate": False}]},
+    )  # fmt: skip
 
     unit_id: int
     iteration: int

@@ -6,12 +6,12 @@ them (no dictionary to attack); the database never holds a usable token.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
 
 import asyncpg
 from fastapi import Depends, Request
@@ -24,6 +24,10 @@ from coordinator_service.metrics import Metrics
 from coordinator_service.settings import Settings
 from coordinator_service.weights_cache import WeightsCache
 
+if TYPE_CHECKING:  # the aggregator imports torch; routes and tests of deps need not
+    from coordinator_service.training.aggregator import Aggregator
+    from shared.training_step import UnitResult
+
 
 @dataclass
 class CoordinatorState:
@@ -33,11 +37,17 @@ class CoordinatorState:
     pool: asyncpg.Pool
     cache: WeightsCache
     metrics: Metrics
-    wake_aggregator: asyncio.Event | None = None  # the local aggregator's, if it runs here
+    aggregator: Aggregator | None = None  # when this process runs one
 
-    def poke_aggregator(self) -> None:
-        if self.wake_aggregator is not None:
-            self.wake_aggregator.set()
+    def hand_to_aggregator(
+        self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult
+    ) -> None:
+        """Give an accepted, decoded result to the local aggregator and wake it up."""
+        if self.aggregator is not None:
+            self.aggregator.remember(
+                run_id=run_id, iteration=iteration, lease_id=lease_id, result=result
+            )
+            self.aggregator.wake.set()
 
 
 def hash_token(token: str) -> str:

@@ -159,7 +159,9 @@ async def _upload_result(
         )
     state.metrics.results.labels("accepted").inc()
     state.metrics.result_bytes.inc(len(body))
-    state.poke_aggregator()
+    state.hand_to_aggregator(
+        run_id=run.run_id, iteration=lease.iteration, lease_id=lease_key, result=result
+    )
     return _answer(accepted, duplicate=False)
 
 

@@ -92,10 +92,15 @@ class RunsRepo:
             if record is None:
                 raise CoordinatorError("run_not_live")
             if status == "stopped":
-                # Nothing will consume these any more: end the leases, keep the history.
+                # Nothing will consume these any more: end the leases, drop the blobs,
+                # keep the history.
                 await self.conn.execute(
                     "UPDATE leases SET status = 'stale', ended_at = now() "
                     "WHERE run_id = $1 AND status = 'active'",
+                    run_id,
+                )
+                await self.conn.execute(
+                    "UPDATE results SET body = NULL WHERE run_id = $1 AND consumed_at IS NULL",
                     run_id,
                 )
         return Run.of(record)
