@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -29,7 +27,6 @@ from worker_client.errors import (
     ResultRejected,
     ResultTooLarge,
     RunFinished,
-    ServerError,
     UnknownToken,
     WorkerError,
     WorkerRevoked,
@@ -38,6 +35,7 @@ from worker_client.heartbeat import Heartbeat
 from worker_client.identity import Identity, IdentityStore
 from worker_client.images import ImageSource, open_image_source
 from worker_client.report import Totals, duration, hardware_lines, megabytes, metrics_line
+from worker_client.retry import Retrier
 from worker_client.settings import WorkerSettings
 from worker_client.stopping import ForceStop, StopSignal
 from worker_client.weights import WeightsCache
@@ -48,8 +46,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_AUTH = 3
 EXIT_FORCED = 130  # the shell's convention for "ended by Ctrl+C"
-
-_T = TypeVar("_T")
 
 
 class Worker:
@@ -78,8 +74,12 @@ class Worker:
         self.heartbeat = Heartbeat(client.heartbeat, settings.heartbeat_interval)
         self.current: WorkUnit | None = None
         self._source: tuple[DatasetInfo, ImageSource] | None = None
-        self._outage_since: float | None = None
-        self._outage_reported = 0.0
+        self.retry = Retrier(
+            settings.url,
+            stop,
+            initial=min(1.0, settings.poll_interval),
+            maximum=settings.max_poll_interval,
+        )
         self._reregistered = False
 
     # --- top level ---------------------------------------------------------------------
@@ -119,7 +119,7 @@ class Worker:
                 "--join-code CODE (your instructor has the code)"
             )
         hardware, join_code = self.hardware, self.settings.join_code
-        answer = self._retry(lambda: self.client.register(join_code, name, hardware))
+        answer = self.retry.call(lambda: self.client.register(join_code, name, hardware))
         identity = Identity(url=url, name=name, worker_id=answer.worker_id, token=answer.token)
         self.store.save(identity)
         self.client.token = identity.token
@@ -138,7 +138,7 @@ class Worker:
                 log.info("Done: reached --max-units %d. %s", limit, self.totals.line())
                 return EXIT_OK
             try:
-                unit = self._retry(lambda: self.client.claim(self._cached_shards()))
+                unit = self.retry.call(lambda: self.client.claim(self._cached_shards()))
                 if unit is None:
                     if not waiting:
                         log.info("Waiting for work units...")
@@ -261,9 +261,9 @@ class Worker:
         log.info(self.totals.line())
 
     def _compute(self, unit: WorkUnit) -> bytes:
-        generator, discriminator = self._retry(
+        generator, discriminator = self.retry.call(
             lambda: self.weights.networks_for(unit),
-            unit,
+            holding_unit=True,
             give_up_after=self.settings.upload_retry_seconds,
         )
         download = self.weights.last_download
@@ -274,9 +274,9 @@ class Worker:
                 megabytes(download.num_bytes),
                 download.seconds,
             )
-        images = self._retry(  # an imported dataset's shards may need downloading
+        images = self.retry.call(  # an imported dataset's shards may need downloading
             lambda: self._image_source(unit.run.dataset).load(unit.image_indices),
-            unit,
+            holding_unit=True,
             give_up_after=self.settings.upload_retry_seconds,
         )
         with tqdm(
@@ -302,9 +302,9 @@ class Worker:
 
     def _upload(self, unit: WorkUnit, body: bytes) -> ResultResponse:
         started = time.perf_counter()
-        answer = self._retry(
+        answer = self.retry.call(
             lambda: self.client.upload(unit.unit_id, unit.lease_id, body),
-            unit,
+            holding_unit=True,
             give_up_after=self.settings.upload_retry_seconds,
         )
         log.info("  Uploaded %s in %.2f s", megabytes(len(body)), time.perf_counter() - started)
@@ -332,72 +332,6 @@ class Worker:
                 "Could not hand work unit %d back (%s); its lease will expire", unit.unit_id, exc
             )
         self.current = None
-
-    # --- outages -----------------------------------------------------------------------
-
-    def _retry(
-        self,
-        call: Callable[[], _T],
-        unit: WorkUnit | None = None,
-        *,
-        give_up_after: float | None = None,
-    ) -> _T:
-        """``call()`` until the coordinator answers; outages are reported, never fatal.
-
-        Without a unit a stop request ends the wait (raising the outage again); with a
-        unit the retries go on, because the first Ctrl+C promises to upload it.
-        """
-        backoff = Backoff(min(1.0, self.settings.poll_interval), self.settings.max_poll_interval)
-        first_failure = time.monotonic()
-        while True:
-            try:
-                value = call()
-            except CoordinatorUnavailable as exc:
-                self._report_outage(exc)
-                if give_up_after is not None and time.monotonic() - first_failure > give_up_after:
-                    raise
-                delay = backoff.next()
-                if unit is None:
-                    if self.stop.wait(delay):
-                        raise
-                else:
-                    time.sleep(delay)  # only a second Ctrl+C (ForceStop) interrupts this
-                continue
-            self._report_recovery()
-            return value
-
-    def _report_outage(self, exc: CoordinatorUnavailable) -> None:
-        now = time.monotonic()
-        if self._outage_since is None and isinstance(exc, ServerError):
-            self._outage_since = self._outage_reported = now
-            log.warning(
-                "The coordinator at %s had a problem (%s). Retrying; the worker carries on "
-                "when it answers again.",
-                self.settings.url,
-                exc,
-            )
-        elif self._outage_since is None:
-            self._outage_since = self._outage_reported = now
-            log.warning(
-                "Cannot reach the coordinator at %s (%s). Retrying; the worker carries on "
-                "when it is back.",
-                self.settings.url,
-                exc,
-            )
-        elif now - self._outage_reported >= 30:
-            self._outage_reported = now
-            log.warning(
-                "Still cannot reach the coordinator (for %s); retrying",
-                duration(now - self._outage_since),
-            )
-
-    def _report_recovery(self) -> None:
-        if self._outage_since is not None:
-            log.info(
-                "Reconnected to the coordinator after %s",
-                duration(time.monotonic() - self._outage_since),
-            )
-            self._outage_since = None
 
 
 def _advance(bar: tqdm, images: int) -> None:
