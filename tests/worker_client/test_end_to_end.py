@@ -65,7 +65,9 @@ def test_two_workers_train_three_iterations(coordinator: RunningCoordinator, wor
         out = proc.output()
         assert "Worker id" in out and "Device: cpu" in out and "Dataset:" in out
         assert board[proc.name]["total_images"] == proc.images_done(), out
-        assert board[proc.name]["device"] == "cpu"
+        hardware = board[proc.name]  # sent at registration, shown on the leaderboard
+        assert hardware["device"] == "cpu" and hardware["cpu_cores"] >= 1
+        assert hardware["ram_gb"] > 0 and hardware["device_name"]
     history = api.get("/history").json()
     assert [h["iteration"] for h in history] == [0, 1, 2]
     consumed = sum(h["num_images"] for h in history)

@@ -151,3 +151,15 @@ def test_heartbeat_thread_waits_a_third_of_the_lease_before_beating():
         assert len(beats) == count  # no lease, no beats
     finally:
         heartbeat.stop()
+
+
+def test_python_dash_m_worker_client_is_gan_worker():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "worker_client", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    for flag in ("--url", "--join-code", "--ca-bundle", "--once", "--device", "--state-dir"):
+        assert flag in done.stdout
