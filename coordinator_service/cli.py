@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from coordinator_service.demo import add_demo_parser
 from coordinator_service.export_commands import add_export_parsers
 from coordinator_service.settings import Settings
 from shared.protocol import API_PREFIX
@@ -222,6 +223,7 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     add_export_parsers(sub)  # `export` and `sample` (coordinator_service/export_commands.py)
+    add_demo_parser(sub)  # `demo`: coordinator + local workers (coordinator_service/demo.py)
 
     if with_datasets:  # imports torch: only when asked, run commands stay quick
         from coordinator_service.datasets.commands import add_dataset_parser

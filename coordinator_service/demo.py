@@ -1,0 +1,207 @@
+"""``gan-coordinator demo``: a whole class on one machine, in one command.
+
+It runs the real programs, as separate processes talking HTTP over loopback: one
+``gan-coordinator serve`` on a throw-away embedded PostgreSQL with the built-in faces,
+and N ``gan-worker`` processes. Nothing is simulated, so what a student sees in a lab
+is what the demo shows; when the budget is spent the generator is exported and a
+sample grid drawn from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.protocol import API_PREFIX
+
+FINISHED_STATES = {"finished", "stopped"}
+
+
+def add_demo_parser(subparsers: Any) -> None:
+    """The ``demo`` sub-command and its options."""
+    demo = subparsers.add_parser(
+        "demo",
+        help="a coordinator and N local workers train together on the built-in faces",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--workers", type=int, default=2, help="local worker processes")
+    demo.add_argument("--iterations", type=int, default=30, help="optimizer steps to train")
+    demo.add_argument("--images-per-unit", type=int, default=64, help="images in a work unit")
+    demo.add_argument("--units-per-step", type=int, default=2, help="results per step")
+    demo.add_argument("--features", type=int, default=64, help="feature maps of G and D")
+    demo.add_argument("--batch-size", type=int, default=32, help="workers' micro-batch size")
+    demo.add_argument("--port", type=int, default=0, help="dashboard port (0: a free one)")
+    demo.add_argument("--output", type=Path, default=Path("outputs/demo"), help="output folder")
+    demo.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the coordinator exited during start-up; see its log")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the coordinator did not answer on {url} within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _progress_line(status: dict[str, Any], history: list[dict[str, Any]], total: int) -> str:
+    line = f"iteration {status['iteration']:>4}/{total}"
+    if history:
+        last = history[-1]
+        line += f" | G_loss {last['g_loss']:.3f} | D_loss {last['d_loss']:.3f}"
+    rate = status.get("throughput", {}).get("images_per_second") or 0.0
+    return line + f" | {status['active_workers']} workers | {rate:.0f} img/s"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo; the exit code."""
+    if args.workers < 1 or args.iterations < 1:
+        print(
+            "gan-coordinator demo: --workers and --iterations must be at least 1", file=sys.stderr
+        )
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one progress line, not every poll
+    output: Path = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    port = args.port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    admin_token, join_code = secrets.token_urlsafe(24), f"demo-{secrets.token_hex(3)}"
+    with ExitStack() as stack:
+        state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gan-demo-")))
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GAN_DATABASE_URL")}
+        env.update(
+            GAN_DATA_DIR=str(state / "coordinator"),
+            GAN_ADMIN_TOKEN=admin_token,
+            GAN_JOIN_CODE=join_code,
+            GAN_ENVIRONMENT="development",
+            GAN_SAMPLE_EVERY="5",
+        )
+        coordinator_log = (output / "coordinator.log").open("wb")
+        stack.callback(coordinator_log.close)
+        print(f"Starting the coordinator on {url} (log: {output / 'coordinator.log'})")
+        command = [sys.executable, "-m", "coordinator_service.cli"]
+        coordinator = subprocess.Popen(
+            [*command, "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=coordinator_log,
+            stderr=subprocess.STDOUT,
+        )
+        stack.callback(_stop, coordinator, signal.SIGTERM, 30)
+        _wait_healthy(url, coordinator)
+        api = stack.enter_context(httpx.Client(base_url=url + API_PREFIX, timeout=30.0))
+        run = {
+            "images_per_unit": args.images_per_unit,
+            "units_per_step": args.units_per_step,
+            "max_iterations": args.iterations,
+            "generator_features": args.features,
+            "discriminator_features": args.features,
+            "step_timeout": 120.0,
+        }
+        api.post(
+            "/admin/runs",
+            json={"config": run},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        ).raise_for_status()
+        workers = []
+        for number in range(1, args.workers + 1):
+            log = (output / f"worker-{number}.log").open("wb")
+            stack.callback(log.close)
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "worker_client",
+                    "--url",
+                    url,
+                    "--join-code",
+                    join_code,
+                    "--name",
+                    f"demo-worker-{number}",
+                    "--state-dir",
+                    str(state / f"worker-{number}"),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--torch-threads",
+                    str(args.torch_threads),
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            stack.callback(_stop, worker, signal.SIGINT, 60)
+            workers.append(worker)
+        print(f"{args.workers} workers started (logs: {output}/worker-N.log)")
+        print(f"Dashboard: {url}/   API docs: {url}/docs   (Ctrl+C stops the demo)")
+        try:
+            started, last_line = time.monotonic(), ""
+            while True:
+                status = api.get("/status").json()
+                line = _progress_line(status, api.get("/history").json(), args.iterations)
+                if line != last_line:
+                    print(line, flush=True)
+                    last_line = line
+                if status["state"] in FINISHED_STATES:
+                    break
+                if all(w.poll() is not None for w in workers):
+                    print("every worker has exited; see their logs", file=sys.stderr)
+                    return 1
+                time.sleep(2.0)
+        except KeyboardInterrupt:
+            print("\nStopping the demo...")
+            return 130
+        print(f"Trained {args.iterations} iterations in {time.monotonic() - started:.0f} s")
+        for worker in workers:
+            _stop(worker, signal.SIGINT, 60)
+        _stop(coordinator, signal.SIGTERM, 30)
+        # The coordinator has stopped its embedded PostgreSQL; `export` starts it again
+        # on the same data folder, exactly as an instructor would after class.
+        generator = output / "generator.safetensors"
+        grid = output / "samples_final.png"
+        for step in (
+            ["export", "--output", str(generator)],
+            ["sample", str(generator), "--output", str(grid)],
+        ):
+            done = subprocess.run([*command, *step], env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stdout + done.stderr, file=sys.stderr)
+                return done.returncode
+        print(f"Final generator: {generator}\nFinal sample grid: {grid}")
+    return 0
