@@ -169,3 +169,19 @@ def test_instructor_guide_commands_run(
         c.url + "/api/v1/admin/join-code", headers={"Authorization": f"Bearer {c.admin_token}"}
     )
     assert join.json()["join_code"] != c.join_code
+
+
+@pytest.mark.parametrize(
+    "page", ["instructor.md", "architecture.md", "faq.md", "configuration.md", "worker.md"]
+)
+def test_relative_links_resolve(page: str) -> None:
+    path = DOCS / page
+    for target in re.findall(r"\]\(([^)\s]+)\)", docs.prose(path)):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        file, _, anchor = target.partition("#")
+        assert (path.parent / file).exists(), f"{page}: broken link {target}"
+        if anchor and file.endswith(".md"):
+            headings = re.findall(r"^#+ (.+)$", (path.parent / file).read_text(), flags=re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"{page}: no heading for #{anchor} in {file}"
