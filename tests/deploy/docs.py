@@ -115,6 +115,8 @@ def parse_error(program: str, args: list[str]) -> str | None:
         from worker_client.cli import build_parser as worker_parser
 
         parser = worker_parser()
+        if args[:1] == ["prefetch"]:  # worker_client.cli.main takes it off before parsing
+            args = args[1:]
     else:
         from coordinator_service import cli
 
