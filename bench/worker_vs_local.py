@@ -122,7 +122,7 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
         output = (workdir / "worker.log").read_text()
         print(
             f"worker: {output.count('completed successfully!')} units accepted, "
-            f"{output.count('not needed any more')} computed but refused as stale (409)"
+            f"{output.count('is not needed any more')} computed but refused as stale (409)"
         )
         return images / seconds, images, seconds
     finally:
@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="micro-batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the logs' temporary folder")
     args = parser.parse_args()
     if args.units < 2:
         parser.error("--units must be at least 2 (the first one is the warm-up)")
@@ -191,7 +192,10 @@ def main() -> None:
             ("gan-train-local", gan_train_local(args, workdir)),
         ]
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), units of {args.images_per_unit} "
         f"images, micro-batch {args.batch_size}, {args.units} units, real model size"
