@@ -28,6 +28,12 @@ A ``RunningCoordinator`` has ``url``, ``database_url``, ``settings``, ``admin_to
 ``register(name) -> token``. ``NARROW_RUN`` holds run options for a narrow, fast model
 (8 feature maps, 32 latent dims, a 640-image built-in dataset) for end-to-end tests.
 
+Helpers: ``make_test_settings(database_url, **overrides)`` (the Settings the in-process
+coordinators use), ``coordinator_env(database_url)`` (the environment of a CLI
+subprocess), ``clone_template``, ``free_port``, ``ServerThread`` (uvicorn in a thread).
+Set ``DATABASE_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``) to run
+everything on that server instead of embedded PostgreSQL.
+
 All of it honours two cores: servers under test use one torch thread.
 """
 
@@ -100,6 +106,20 @@ def pg_server_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def clone_template(server_url: str, template: str, name: str) -> str:
+    """CREATE DATABASE name TEMPLATE template; retried, since autovacuum visiting the
+    template makes PostgreSQL refuse the copy ("being accessed by other users")."""
+    for attempt in range(20):
+        try:
+            _run(_admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+            break
+        except asyncpg.ObjectInUseError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+    return with_database(server_url, name)
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
 
@@ -120,9 +140,9 @@ def template_database(pg_server_url: str) -> Iterator[str]:
 def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
     """A fresh, migrated database for one test (cloned from the template), then dropped."""
     name = _unique("gan_test")
-    _run(_admin_execute(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    url = clone_template(pg_server_url, template_database, name)
     try:
-        yield with_database(pg_server_url, name)
+        yield url
     finally:
         _run(_admin_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -233,9 +253,7 @@ def coordinator_factory(
         certfile, keyfile = overrides.pop("ssl_certfile", None), overrides.pop("ssl_keyfile", None)
         verify = overrides.pop("verify", True)
         name = _unique("gan_test")
-        clone = f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'
-        _run(_admin_execute(pg_server_url, clone))
-        url = with_database(pg_server_url, name)
+        url = clone_template(pg_server_url, template_database, name)
         settings = make_test_settings(url, **overrides)
         server = ServerThread(create_app(settings), ssl_certfile=certfile, ssl_keyfile=keyfile)
         server.start()
@@ -258,6 +276,10 @@ def coordinator_factory(
 def coordinator(coordinator_factory: Callable[..., RunningCoordinator]) -> RunningCoordinator:
     """A running in-process coordinator over a fresh database (no run started yet)."""
     return coordinator_factory()
+
+
+class PortTaken(RuntimeError):
+    """The port picked for a subprocess was taken before it could bind."""
 
 
 @dataclass
@@ -306,7 +328,18 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
         verify: Any = True,
         **env: str,
     ) -> SpawnedCoordinator:
-        port = port or free_port()
+        for attempt in range(3):
+            try:
+                return _spawn_once(database_url, port or free_port(), args, verify, env)
+            except PortTaken:  # free_port() raced with another process on the machine
+                if port is not None or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _spawn_once(
+        database_url: str | None, port: int, args: tuple[str, ...], verify: Any,
+        env: dict[str, str],
+    ) -> SpawnedCoordinator:  # fmt: skip
         log_path = tmp_path / f"coordinator-{len(spawned)}.log"
         command = [str(Path(sys.executable).with_name("gan-coordinator")), "serve",
                    "--port", str(port), "--log-level", "warning", *args]  # fmt: skip
@@ -318,9 +351,11 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
         scheme = "https" if "--ssl-certfile" in args else "http"
         handle = SpawnedCoordinator(process, f"{scheme}://127.0.0.1:{port}", log_path)
         spawned.append(handle)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # torch import on two busy cores
         while True:
             if process.poll() is not None:
+                if "address already in use" in handle.log():
+                    raise PortTaken(port)
                 raise RuntimeError(f"coordinator exited early:\n{handle.log()}")
             try:
                 health = httpx.get(handle.url + "/healthz", timeout=1, verify=verify)

@@ -122,6 +122,12 @@ CREATE TABLE results (
 );
 CREATE INDEX results_open ON results (run_id, iteration) WHERE consumed_at IS NULL;
 
+-- Tensors and PNGs do not compress: storing them EXTERNAL skips pglz, which otherwise
+-- spends seconds of CPU per 100 MB step trying.
+ALTER TABLE run_states ALTER COLUMN weights SET STORAGE EXTERNAL;
+ALTER TABLE run_states ALTER COLUMN checkpoint SET STORAGE EXTERNAL;
+ALTER TABLE results ALTER COLUMN body SET STORAGE EXTERNAL;
+
 CREATE TABLE history (
     run_id          bigint NOT NULL REFERENCES runs ON DELETE CASCADE,
     iteration       integer NOT NULL,   -- the step from this iteration to the next
@@ -145,6 +151,7 @@ CREATE TABLE samples (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, iteration)
 );
+ALTER TABLE samples ALTER COLUMN png SET STORAGE EXTERNAL;
 """
 
 DOWNGRADE = """

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
-from coordinator_service.db.runs import _RUN_COLUMNS
+from coordinator_service.db.runs import _RUN_COLUMNS, lock_run_shared
 
 _CLAIM = """
 WITH picked AS (
@@ -81,11 +81,20 @@ class LeasesRepo:
     ) -> ClaimOutcome:
         """Lease a pending unit of the live run, else a backup copy of a straggler."""
         async with self.conn.transaction():
-            # FOR SHARE: a step (FOR UPDATE on the run) waits for claims in flight and
-            # claims wait for the step, so a lease is always for the current iteration.
-            record = await self.conn.fetchrow(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('active', 'paused') FOR SHARE"
+            # The run's shared lock: a step waits for claims in flight and claims wait for
+            # the step, so a lease is always for the current iteration. The run is read
+            # again after the lock, when a step that was committing is visible.
+            run_id = await self.conn.fetchval(
+                "SELECT run_id FROM runs WHERE status IN ('active', 'paused')"
             )
+            record = None
+            if run_id is not None:
+                await lock_run_shared(self.conn, run_id)
+                record = await self.conn.fetchrow(
+                    f"SELECT {_RUN_COLUMNS} FROM runs "
+                    "WHERE run_id = $1 AND status IN ('active', 'paused')",
+                    run_id,
+                )
             if record is None:
                 latest = await self.conn.fetchval("SELECT max(run_id) FROM runs")
                 return ClaimOutcome(status="finished" if latest else "no_run")
@@ -137,6 +146,7 @@ class LeasesRepo:
     async def expire(self, *, run_id: int) -> int:
         """End leases past their deadline; their units go back to the pool. Returns how many."""
         async with self.conn.transaction():
+            await lock_run_shared(self.conn, run_id)
             rows = await self.conn.fetch(
                 "UPDATE leases SET status = 'expired', ended_at = now() WHERE lease_id IN "
                 "(SELECT lease_id FROM leases WHERE run_id = $1 AND status = 'active' "
@@ -179,6 +189,12 @@ class LeasesRepo:
     async def release(self, *, lease_id: UUID, worker_id: int, unit_id: int) -> bool:
         """Give an active lease back; False if it was not this worker's active lease."""
         async with self.conn.transaction():
+            run_id = await self.conn.fetchval(
+                "SELECT run_id FROM leases WHERE lease_id = $1", lease_id
+            )
+            if run_id is None:
+                return False
+            await lock_run_shared(self.conn, run_id)
             row = await self.conn.fetchrow(
                 "UPDATE leases SET status = 'released', ended_at = now() "
                 "WHERE lease_id = $1 AND worker_id = $2 AND unit_id = $3 AND status = 'active' "

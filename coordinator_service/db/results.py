@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from coordinator_service.db.models import AcceptedResult, OpenResult, ResultMetrics
+from coordinator_service.db.runs import lock_run_shared
 from coordinator_service.errors import CoordinatorError
 
 # Why a lease that is no longer active was refused, by its status.
@@ -50,10 +51,14 @@ class ResultsRepo:
         """
         async with self.conn.transaction():
             # Lock order run -> lease -> unit, the same as a step's, so they never deadlock.
+            run_id = await self.conn.fetchval(
+                "SELECT run_id FROM leases WHERE lease_id = $1", lease_id
+            )
+            if run_id is None:
+                raise CoordinatorError("lease_lost")
+            await lock_run_shared(self.conn, run_id)
             run_iteration = await self.conn.fetchval(
-                "SELECT r.iteration FROM runs r JOIN leases l USING (run_id) "
-                "WHERE l.lease_id = $1 FOR SHARE OF r",
-                lease_id,
+                "SELECT iteration FROM runs WHERE run_id = $1", run_id
             )
             lease = await self.conn.fetchrow(
                 "SELECT unit_id, run_id, iteration, status FROM leases "

@@ -16,6 +16,22 @@ _RUN_COLUMNS = (
 
 PlannedUnit = tuple[int, list[int]]  # (shard, image indices)
 
+# Claims, uploads and revocations hold a run's lock shared, a step holds it exclusively.
+# An advisory (heavyweight) lock and not FOR SHARE on the run row: PostgreSQL queues a
+# waiting exclusive request ahead of later shared ones, so a busy class can never starve
+# a step, which a row lock under a constant stream of FOR SHARE lockers can.
+_RUN_LOCK_CLASS = 0x4741  # "GA"
+
+
+async def lock_run_shared(conn: asyncpg.Connection, run_id: int) -> None:
+    """Inside a transaction: no step of this run commits until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _RUN_LOCK_CLASS, run_id)
+
+
+async def lock_run_exclusive(conn: asyncpg.Connection, run_id: int) -> None:
+    """Inside a transaction: waits for claims and uploads in flight, holds off new ones."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _RUN_LOCK_CLASS, run_id)
+
 
 class RunsRepo:
     """Queries on ``runs`` and the per-run counters over ``work_units`` and ``results``."""

@@ -16,7 +16,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from coordinator_service.db.models import StoredCheckpoint, StoredWeights
-from coordinator_service.db.runs import PlannedUnit, insert_units
+from coordinator_service.db.runs import PlannedUnit, insert_units, lock_run_exclusive
 from shared.protocol import HistoryEntry
 
 
@@ -100,10 +100,10 @@ class StatesRepo:
 
     @contextlib.asynccontextmanager
     async def locked_run(self, *, run_id: int) -> AsyncIterator[None]:
-        """A transaction holding the run row FOR UPDATE: no claim or result gets in until
-        it ends. The aggregator's fallback when results keep arriving during a step."""
+        """A transaction holding the run's lock exclusively: no claim or result gets in
+        until it ends. The aggregator's fallback when results keep arriving during a step."""
         async with self.conn.transaction():
-            await self.conn.execute("SELECT 1 FROM runs WHERE run_id = $1 FOR UPDATE", run_id)
+            await lock_run_exclusive(self.conn, run_id)
             yield
 
     async def commit_step(
@@ -117,6 +117,7 @@ class StatesRepo:
         """Advance the run from ``step.iteration`` to the next in one transaction."""
         conn = self.conn
         async with conn.transaction():
+            await lock_run_exclusive(conn, step.run_id)
             run = await conn.fetchrow(
                 "SELECT iteration, epoch, status FROM runs WHERE run_id = $1 FOR UPDATE",
                 step.run_id,

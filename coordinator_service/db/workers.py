@@ -8,6 +8,7 @@ import asyncpg
 
 from coordinator_service.db.leases import return_to_pool
 from coordinator_service.db.models import Worker
+from coordinator_service.db.runs import lock_run_shared
 from shared.protocol import HardwareInfo, LeaderboardEntry, RevokeResponse
 
 _WORKER_COLUMNS = (
@@ -87,6 +88,11 @@ class WorkersRepo:
     async def revoke(self, *, worker_id: int) -> RevokeResponse | None:
         """Revoke a worker: end its leases, drop its unconsumed results, in one transaction."""
         async with self.conn.transaction():
+            live = await self.conn.fetchval(
+                "SELECT run_id FROM runs WHERE status IN ('active', 'paused')"
+            )
+            if live is not None:  # the lock order of a step: run, then rows
+                await lock_run_shared(self.conn, live)
             found = await self.conn.fetchval(
                 "UPDATE workers SET revoked_at = coalesce(revoked_at, now()) "
                 "WHERE worker_id = $1 RETURNING worker_id",

@@ -161,7 +161,9 @@ class Aggregator:
     async def _attempt(
         self, conn: asyncpg.Connection, run: Run, state: engine.TrainingState, started: float
     ) -> None:
+        marks = [time.perf_counter()]
         results = await ResultsRepo(conn).open_for(run_id=run.run_id, iteration=run.iteration)
+        marks.append(time.perf_counter())
         if not results:
             raise StepConflict("no results left to aggregate")
         missing = [r.lease_id for r in results if r.lease_id not in self._decoded]
@@ -171,6 +173,7 @@ class Aggregator:
                 engine.decode_results, [bodies[k] for k in missing], run.config
             )
             self._decoded.update(zip(missing, decoded, strict=True))
+        marks.append(time.perf_counter())
         every = self.settings.sample_every
         with_sample = every > 0 and (run.iteration + 1) % every == 0
         product = await asyncio.to_thread(
@@ -205,12 +208,14 @@ class Aggregator:
             keep_last=self.settings.keep_last_states,
             checkpoint_every=self.settings.checkpoint_every,
         )
+        marks.append(time.perf_counter())
         outcome = await StatesRepo(conn).commit_step(
             step=write,
             plan_epoch=lambda epoch: plan_epoch(run.config, epoch),
             max_epochs=run.config.max_epochs,
             max_iterations=run.config.max_iterations,
         )
+        marks.append(time.perf_counter())
         self._state = product.state
         self._decoded = {}
         self.cache.put(
@@ -220,6 +225,10 @@ class Aggregator:
         )
         self.metrics.steps.inc()
         self.metrics.step_seconds.observe(time.perf_counter() - started)
+        log.debug(
+            "step timing (s since start): listed, decoded, computed, committed %s",
+            [round(t - started, 3) for t in marks[1:]],
+        )
         log.info(
             "run %d: iteration %d -> %d from %d results (%d images), g %.3f d %.3f%s",
             run.run_id, run.iteration, outcome.iteration, len(results), product.num_samples,

@@ -42,10 +42,10 @@ def test_expired_lease_is_claimed_again_and_the_late_result_gets_409(
     coordinator: RunningCoordinator,
 ) -> None:
     slow, fast = (coordinator.client(coordinator.register(n)) for n in ("slow", "fast"))
-    coordinator.start_run(**ONE_UNIT, lease_seconds=0.5)
+    coordinator.start_run(**ONE_UNIT, lease_seconds=3)
     lost = claim(slow)
     assert lost is not None and claim(fast) is None  # the only unit is out
-    time.sleep(1.0)
+    time.sleep(3.5)
     again = claim(fast)
     assert again is not None and again.unit_id == lost.unit_id
     assert again.lease_id != lost.lease_id
