@@ -97,6 +97,18 @@ def test_kill_9_mid_unit_the_lease_expires_and_another_worker_redoes_it(
     assert [h["num_results"] for h in api.get("/history").json()] == [1]
 
 
+def test_heartbeats_keep_a_lease_shorter_than_the_unit_alive(coordinator, workers):
+    coordinator.start_run(**ONE_BIG_UNIT, lease_seconds=1.0, max_iterations=1)
+    worker = workers.start(coordinator.url, "ada", "--batch-size", "4", "--verbose",
+                           join_code=coordinator.join_code)  # fmt: skip
+    assert worker.wait() == 0, worker.output()
+    out = worker.output()
+    started = out.index("Processing work unit")
+    assert "heartbeat: 1 lease(s) extended" in out[started:]
+    assert "completed successfully!" in out and "not needed any more" not in out
+    assert leaderboard(coordinator.client())["ada"]["total_images"] == 640
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_first_sigint_or_sigterm_finishes_and_uploads_the_unit_then_exits_0(
     coordinator, workers, signum
