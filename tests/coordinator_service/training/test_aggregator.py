@@ -106,3 +106,16 @@ def test_one_aggregator_per_database(coordinator: RunningCoordinator) -> None:
             await conn.close()
 
     _wait_for(lambda: not asyncio.run(try_lock()))  # the running coordinator holds it
+
+
+def test_step_timeout_steps_with_what_is_in(coordinator: RunningCoordinator) -> None:
+    worker = coordinator.client(coordinator.register())
+    coordinator.start_run(**NARROW_RUN, units_per_step=10, step_timeout=1.5)
+    unit, spare = claim(worker), claim(worker)
+    assert unit is not None and spare is not None
+    assert upload(worker, unit, fake_body(unit)).status_code == 200
+    _wait_for(lambda: worker.get("/status").json()["run"]["iteration"] == 1)
+    history = worker.get("/history").json()
+    assert history[0]["num_results"] == 1 and history[0]["step_seconds"] >= 0
+    late = upload(worker, spare, fake_body(spare))  # leased at iteration 0: stale now
+    assert late.status_code == 409 and late.json()["code"] == "stale_iteration"
