@@ -6,12 +6,16 @@ worker on the leaderboard. The file is JSON, readable by its owner only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import platformdirs
+import psutil
 
 APP_NAME = "gan-worker"
 FILE_NAME = "identities.json"
@@ -30,6 +34,14 @@ class Identity:
 def default_state_dir() -> Path:
     """The per-user data directory (e.g. ~/.local/share/gan-worker on Linux)."""
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+class IdentityInUse(Exception):
+    """Another running gan-worker already uses this identity."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"process {pid} already uses this identity")
+        self.pid = pid
 
 
 class IdentityStore:
@@ -70,6 +82,29 @@ class IdentityStore:
         data = self._read()
         if data.pop(self._key(url, name), None) is not None:
             self._write(data)
+
+    @contextmanager
+    def in_use(self, url: str, name: str) -> Iterator[None]:
+        """Mark the identity as used by this process; IdentityInUse if another one uses it.
+
+        Two processes sharing one token would be one worker to the coordinator (one
+        leaderboard row, each extending the other's leases), so the second is refused.
+        A lock left by a killed worker is ignored once its process is gone.
+        """
+        digest = hashlib.sha256(self._key(url, name).encode()).hexdigest()[:16]
+        lock = self.path.parent / "running" / f"{digest}.pid"
+        try:
+            pid = int(lock.read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and psutil.pid_exists(pid):
+            raise IdentityInUse(pid)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(str(os.getpid()))
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
     def _write(self, data: dict[str, dict]) -> None:
         # Write a private temporary file and rename it: a crash never leaves half a file.

@@ -32,7 +32,7 @@ from worker_client.errors import (
     WorkerRevoked,
 )
 from worker_client.heartbeat import Heartbeat
-from worker_client.identity import Identity, IdentityStore
+from worker_client.identity import Identity, IdentityInUse, IdentityStore
 from worker_client.images import ImageSource, open_image_source
 from worker_client.report import Totals, duration, hardware_lines, megabytes, metrics_line
 from worker_client.retry import Retrier
@@ -89,6 +89,17 @@ class Worker:
         log.info("Initializing gan-worker for %s", self.settings.url)
         for line in hardware_lines(self.hardware, self.settings.batch_size):
             log.info(line)
+        try:
+            with self.store.in_use(self.settings.url, self.settings.name):
+                return self._join_and_work()
+        except IdentityInUse as exc:
+            raise ConfigError(
+                f"another gan-worker (process {exc.pid}) is already running as "
+                f"{self.settings.name!r} for {self.settings.url}; give this one its own "
+                "--name (e.g. one name per GPU)"
+            ) from None
+
+    def _join_and_work(self) -> int:
         try:
             identity = self._join()
         except CoordinatorUnavailable:

@@ -163,3 +163,27 @@ def test_python_dash_m_worker_client_is_gan_worker():
     assert done.returncode == 0
     for flag in ("--url", "--join-code", "--ca-bundle", "--once", "--device", "--state-dir"):
         assert flag in done.stdout
+
+
+def test_one_identity_is_used_by_one_running_worker_at_a_time(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from worker_client.identity import IdentityInUse
+
+    store = IdentityStore(tmp_path)
+    with store.in_use("http://a", "ada"):
+        with store.in_use("http://a", "bob"), store.in_use("http://b", "ada"):
+            pass  # other names or coordinators are other identities
+        (lock,) = (tmp_path / "running").glob("*.pid")
+        lock.write_text(str(os.getppid()))  # as if another live process held it
+        with pytest.raises(IdentityInUse) as info, store.in_use("http://a", "ada"):
+            pass
+        assert info.value.pid == os.getppid()
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True)  # fmt: skip
+        lock.write_text(gone.stdout.strip())  # left behind by a killed worker
+        with store.in_use("http://a", "ada"):
+            pass
+    assert list((tmp_path / "running").glob("*.pid")) == []

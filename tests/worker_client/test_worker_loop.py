@@ -255,3 +255,14 @@ def test_ctrl_c_while_the_coordinator_is_unreachable_at_start_exits_0(tmp_path):
 
     fake.on_request = down
     assert worker.run() == EXIT_OK
+
+
+def test_a_second_worker_with_the_same_identity_is_told_to_pick_another_name(tmp_path):
+    import os
+
+    store = IdentityStore(tmp_path)
+    with store.in_use(URL, "ada"):
+        (lock,) = (tmp_path / "running").glob("*.pid")
+        lock.write_text(str(os.getppid()))
+        with pytest.raises(ConfigError, match="its own --name"):
+            make_worker(FakeCoordinator(), tmp_path).run()
