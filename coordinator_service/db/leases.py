@@ -40,6 +40,15 @@ FROM lease l JOIN picked p USING (unit_id)
 _CLAIM_ANY = _CLAIM.format(shard_filter="")
 _CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($5::integer[])")
 
+# Results of the current iteration accepted and not yet consumed, plus first leases still
+# out for it: what the next step is already waiting for.
+_RESULTS_IN_OR_OUT = """
+SELECT (SELECT count(*) FROM results
+        WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL)
+     + (SELECT count(*) FROM leases
+        WHERE run_id = $1 AND iteration = $2 AND status = 'active' AND NOT is_backup)
+"""
+
 # The oldest outstanding unit with a single active lease (not this worker's) that has
 # been out longer than backup_after: a straggler worth computing twice.
 _PICK_BACKUP = """
@@ -101,9 +110,9 @@ class LeasesRepo:
             run = Run.of(record)
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
-            row = await self._claim_pending(run, worker_id, cached_shards)
+            row = await self._claim_for_step(run, worker_id, cached_shards)
             if row is None and await self.expire(run_id=run.run_id):
-                row = await self._claim_pending(run, worker_id, cached_shards)
+                row = await self._claim_for_step(run, worker_id, cached_shards)
             if row is None and backup:
                 row = await self._claim_backup(run, worker_id)
             if row is None:
@@ -113,6 +122,20 @@ class LeasesRepo:
                 "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
             )
         return ClaimOutcome(status="leased", run=run, unit=unit)
+
+    async def _claim_for_step(
+        self, run: Run, worker_id: int, cached_shards: Sequence[int]
+    ) -> asyncpg.Record | None:
+        """A pending unit, unless the results this step needs are already in or out.
+
+        A unit leased beyond that would be computed on weights about to be replaced and
+        refused as stale: better the worker waits for the new weights (or takes a backup
+        copy of a straggler).
+        """
+        in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
+        if in_or_out >= run.config.units_per_step:
+            return None
+        return await self._claim_pending(run, worker_id, cached_shards)
 
     async def _claim_pending(
         self, run: Run, worker_id: int, cached_shards: Sequence[int]
@@ -158,16 +181,18 @@ class LeasesRepo:
 
     async def heartbeat(self, *, worker_id: int) -> tuple[int, datetime | None]:
         """Extend every active lease of the worker by its run's lease time."""
+        # Leases before the worker row: the order a result upload locks them in, so a
+        # heartbeat racing its own worker's upload cannot deadlock.
         async with self.conn.transaction():
-            await self.conn.execute(
-                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
-            )
             rows = await self.conn.fetch(
                 "UPDATE leases l SET deadline = now() + make_interval(secs => "
                 "(r.config->>'lease_seconds')::double precision) FROM runs r "
                 "WHERE l.worker_id = $1 AND l.status = 'active' AND r.run_id = l.run_id "
                 "AND l.deadline >= now() RETURNING l.deadline",
                 worker_id,
+            )
+            await self.conn.execute(
+                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
             )
         deadline = max((r["deadline"] for r in rows), default=None)
         return len(rows), deadline

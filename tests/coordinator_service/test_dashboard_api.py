@@ -98,7 +98,9 @@ def test_status_leaderboard_cluster_after_scripted_results(
     admin = coordinator.admin()
     assert admin.post("/admin/workers/5/revoke").status_code == 200
     assert mallory.get("/workers/me").status_code == 403
-    coordinator.start_run(**NARROW_RUN, units_per_step=2, max_iterations=3)
+    coordinator.start_run(
+        **NARROW_RUN, units_per_step=2, max_iterations=3, backup_after_seconds=0.0
+    )
     public = coordinator.client()
 
     # Iteration 0: one unit each.
@@ -107,17 +109,18 @@ def test_status_leaderboard_cluster_after_scripted_results(
         assert unit is not None
         assert upload(worker, unit, fake_body(unit)).status_code == 200
     wait_for_iteration(public, 1)
-    # Iteration 1: ada holds three units; two make the step, the third is then stale.
-    units = [claim(ada) for _ in range(3)]
-    assert all(u is not None for u in units)
-    for unit in units[:2]:
+    # Iteration 1: ada holds both units of the step, so grace gets a backup copy of the
+    # older one; ada's result comes first and wins, grace's copy is then refused.
+    units = [claim(ada) for _ in range(2)]
+    backup = claim(grace)
+    assert all(u is not None for u in units) and backup is not None and backup.is_backup
+    for unit in units:
         assert unit is not None and upload(ada, unit, fake_body(unit)).status_code == 200
     wait_for_iteration(public, 2)
-    assert units[2] is not None
-    stale = upload(ada, units[2], fake_body(units[2]))
-    assert stale.status_code == 409 and stale.json()["code"] == "stale_iteration"
-    # grace posting ada's lease: refused before the body is even decoded.
-    lost = upload(grace, units[2], b"not safetensors")
+    late = upload(grace, backup, fake_body(backup))
+    assert late.status_code == 409 and late.json()["code"] == "unit_completed"
+    # ada posting grace's lease: refused before the body is even decoded.
+    lost = upload(ada, backup, b"not safetensors")
     assert lost.status_code == 409 and lost.json()["code"] == "lease_lost"
     set_last_seen(coordinator, "linus", 120)
     set_last_seen(coordinator, "ken", 3600)
@@ -126,7 +129,7 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert status["state"] == "running" and status["result_kind"] == "gradients"
     assert (status["iteration"], status["epoch"]) == (2, 0)
     assert (status["max_iterations"], status["max_epochs"]) == (3, None)
-    # 640 images in units of 16: 40 units; 4 in steps, the stale one back in the pool.
+    # 640 images in units of 16: 40 units; 4 in steps, none out.
     assert status["units"] == {"pending": 36, "leased": 0, "done": 4}
     assert status["epoch_progress"] == pytest.approx(0.1)
     assert status["images_per_epoch"] == 640
@@ -196,7 +199,7 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert metric(metrics, 'gan_workers{status="idle"}') == 1
     assert metric(metrics, 'gan_workers{status="offline"}') == 1
     assert metric(metrics, 'gan_results_total{outcome="accepted"}') == 4
-    assert metric(metrics, 'gan_results_total{outcome="stale_iteration"}') == 1
+    assert metric(metrics, 'gan_results_total{outcome="unit_completed"}') == 1
     assert metric(metrics, 'gan_results_total{outcome="lease_lost"}') == 1
     assert metric(metrics, "gan_claim_seconds_count") == 5
     assert metric(metrics, 'gan_claims_total{outcome="leased"}') == 5

@@ -26,7 +26,7 @@ def test_100_concurrent_claims_on_20_units_lease_each_once(
     coordinator: RunningCoordinator,
 ) -> None:
     tokens = [coordinator.register(f"w{i}") for i in range(100)]
-    coordinator.start_run(**TWENTY_UNITS)
+    coordinator.start_run(**TWENTY_UNITS, units_per_step=20)
     responses = asyncio.run(_claim_all(coordinator, tokens))
     leased = [r.json() for r in responses if r.status_code == 200]
     assert sorted(r.status_code for r in responses) == [200] * 20 + [204] * 80
