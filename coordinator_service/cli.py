@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -26,8 +26,19 @@ from shared.protocol import API_PREFIX
 
 log = logging.getLogger("gan-coordinator")
 
+
+def _yes_no(value: str) -> bool:
+    """A flag's boolean value: true/false, yes/no, on/off or 1/0."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 # CLI flag -> RunConfig field (the dataset fields are nested).
-RUN_OPTIONS: dict[str, tuple[str, type]] = {
+RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "images_per_unit": ("images_per_unit", int),
     "units_per_step": ("units_per_step", int),
     "step_timeout": ("step_timeout", float),
@@ -44,6 +55,14 @@ RUN_OPTIONS: dict[str, tuple[str, type]] = {
     "iterations": ("max_iterations", int),
     "result_kind": ("result_kind", str),
     "result_dtype": ("result_dtype", str),
+    # local-steps runs (--result-kind local_steps) only
+    "inner_steps": ("inner_steps", int),
+    "inner_lr": ("inner_lr", float),
+    "inner_beta1": ("inner_beta1", float),
+    "inner_beta2": ("inner_beta2", float),
+    "outer_lr": ("outer_lr", float),
+    "outer_momentum": ("outer_momentum", float),
+    "outer_nesterov": ("outer_nesterov", _yes_no),
 }
 DATASET_OPTIONS = {
     "dataset_size": "size",

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.protocol import ResultKind, RunSummary, UnitCounts
+from shared.protocol import ResultKind, RunSummary, UnitCounts, WireDtype
 
 # A worker is "active" if heard from (register, claim, heartbeat) within ACTIVE_SECONDS,
 # "idle" within IDLE_SECONDS, else "offline". Workers heartbeat every few seconds while
@@ -61,7 +61,11 @@ class DashboardStatus(_Model):
                 {
                     "state": "running",
                     "run": None,
-                    "result_kind": "gradients",
+                    "result_kind": "local_steps",
+                    "result_dtype": "bfloat16",
+                    "inner_steps": 5,
+                    "outer_steps": 42,
+                    "result_bytes_per_image": 39651.2,
                     "iteration": 42,
                     "epoch": 1,
                     "max_epochs": 5,
@@ -95,6 +99,17 @@ class DashboardStatus(_Model):
     state: ClassState = Field(description="no_run until the instructor starts one")
     run: RunSummary | None
     result_kind: ResultKind | None = Field(description="what workers send back: the run's mode")
+    result_dtype: WireDtype | None = Field(default=None, description="wire dtype of results")
+    inner_steps: int | None = Field(
+        default=None, description="H, each worker's Adam steps per unit (local-steps runs)"
+    )
+    outer_steps: int | None = Field(
+        default=None, description="outer optimizer steps taken so far (local-steps runs)"
+    )
+    result_bytes_per_image: float | None = Field(
+        default=None,
+        description="bytes of accepted results per image trained on (null before the first)",
+    )
     iteration: int
     epoch: int
     max_epochs: int | None

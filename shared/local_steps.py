@@ -30,6 +30,15 @@ from shared.training_step import (
 )
 
 
+def local_steps_samples(num_images: int, batch_size: int, inner_steps: int) -> int:
+    """Images ``compute_local_steps`` trains on (its ``num_samples``) for a unit this long."""
+    if num_images < 1 or batch_size < 1 or inner_steps < 1:
+        raise ValueError("num_images, batch_size and inner_steps must be positive")
+    sizes = [min(batch_size, num_images - start) for start in range(0, num_images, batch_size)]
+    full, rest = divmod(inner_steps, len(sizes))
+    return full * num_images + sum(sizes[:rest])
+
+
 def compute_local_steps(
     generator: nn.Module,
     discriminator: nn.Module,

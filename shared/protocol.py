@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 API_PREFIX = "/api/v1"
 LEASE_HEADER = "X-Lease-Id"
@@ -255,6 +255,64 @@ class RunConfig(_Model):
     max_iterations: int | None = Field(default=None, ge=1)
     result_kind: ResultKind = "gradients"
     result_dtype: WireDtype = "float32"
+    # Local-steps runs only (null otherwise; filled with the defaults below when a
+    # local-steps run leaves them out). ``lr``/``beta1``/``beta2`` above are the
+    # coordinator's Adam of a gradients run; a local-steps run's coordinator applies the
+    # outer optimizer instead.
+    inner_steps: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="H, a worker's Adam steps per unit (default: one pass over the unit "
+        "at 64-image micro-batches)",
+    )
+    inner_lr: float | None = Field(default=None, gt=0, description="inner Adam lr (2e-4)")
+    inner_beta1: float | None = Field(default=None, ge=0, lt=1, description="(0.5)")
+    inner_beta2: float | None = Field(default=None, ge=0, lt=1, description="(0.999)")
+    outer_lr: float | None = Field(default=None, gt=0, description="outer SGD lr (0.7)")
+    outer_momentum: float | None = Field(default=None, ge=0, lt=1, description="(0.9)")
+    outer_nesterov: bool | None = Field(default=None, description="Nesterov momentum (true)")
+
+    @model_validator(mode="after")
+    def _local_steps_options(self) -> RunConfig:
+        given = [name for name in LOCAL_STEPS_DEFAULTS if getattr(self, name) is not None]
+        if self.result_kind != "local_steps":
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} only apply to runs with result_kind 'local_steps'"
+                )
+            return self
+        if self.inner_steps is None:
+            self.inner_steps = -(-self.images_per_unit // LOCAL_STEPS_BATCH)  # ceil
+        for name, default in LOCAL_STEPS_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+        return self
+
+    def local_steps_info(self) -> LocalStepsInfo | None:
+        """What a worker of a local-steps run is told (None for a gradients run)."""
+        if self.result_kind != "local_steps":
+            return None
+        assert self.inner_steps is not None and self.inner_lr is not None
+        assert self.inner_beta1 is not None and self.inner_beta2 is not None
+        return LocalStepsInfo(
+            inner_steps=self.inner_steps,
+            inner_lr=self.inner_lr,
+            inner_beta1=self.inner_beta1,
+            inner_beta2=self.inner_beta2,
+        )
+
+
+# A local-steps run's defaults: inner Adam as DCGAN's, outer Nesterov SGD as DiLoCo's.
+# inner_steps defaults to one pass over the unit at LOCAL_STEPS_BATCH-image micro-batches.
+LOCAL_STEPS_BATCH = 64
+LOCAL_STEPS_DEFAULTS: dict[str, object] = {
+    "inner_steps": None,
+    "inner_lr": 2e-4,
+    "inner_beta1": 0.5,
+    "inner_beta2": 0.999,
+    "outer_lr": 0.7,
+    "outer_momentum": 0.9,
+    "outer_nesterov": True,
+}
 
 
 class RunStartRequest(_Model):

@@ -1,7 +1,8 @@
 """The worker loop: claim, weights, images, compute, upload, repeat; and when to stop.
 
 Only orchestration lives here. HTTP is ``api_client``, the gradient step is
-``shared.training_step``, images come from ``images``, weights from ``weights``.
+``shared.training_step`` (local steps: ``shared.local_steps``), images come from
+``images``, weights from ``weights``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import time
 import torch
 from tqdm import tqdm
 
+from shared.aggregation import AdamConfig
 from shared.codec import DTYPE_NAMES, CodecError, encode_result
+from shared.local_steps import compute_local_steps, local_steps_samples
 from shared.protocol import DatasetInfo, HardwareInfo, ResultResponse, WorkUnit
-from shared.training_step import GRADIENTS, compute_gradients
+from shared.training_step import GRADIENTS, LOCAL_STEPS, compute_gradients
 from worker_client.api_client import CoordinatorClient
 from worker_client.backoff import Backoff
 from worker_client.errors import (
@@ -217,11 +220,19 @@ class Worker:
             log.info(
                 "Processing work unit %d (iteration %d)%s", unit.unit_id, unit.iteration, backup
             )
-            batches = math.ceil(n / self.settings.batch_size)
-            log.info(
-                "  %d images in %d micro-batches of up to %d", n, batches, self.settings.batch_size
-            )
-            if unit.run.result_kind != GRADIENTS:
+            local = unit.run.local_steps
+            if unit.run.result_kind == LOCAL_STEPS and local is not None:
+                log.info(
+                    "  %d images, %d local steps on micro-batches of up to %d",
+                    n, local.inner_steps, self.settings.batch_size,
+                )  # fmt: skip
+            elif unit.run.result_kind == GRADIENTS:
+                batches = math.ceil(n / self.settings.batch_size)
+                log.info(
+                    "  %d images in %d micro-batches of up to %d",
+                    n, batches, self.settings.batch_size,
+                )  # fmt: skip
+            else:
                 self._release_current()
                 raise ConfigError(
                     f"this run asks for {unit.run.result_kind!r} results, which this version "
@@ -268,7 +279,8 @@ class Worker:
             log.info("Work unit %d was already uploaded; counted once", unit.unit_id)
         else:
             log.info("Work unit %d completed successfully!", unit.unit_id)
-        self.totals.add(n, time.perf_counter() - started)
+        # Images trained on, as the coordinator counts them (local steps may cycle a unit).
+        self.totals.add(answer.num_samples, time.perf_counter() - started)
         log.info(self.totals.line())
 
     def _compute(self, unit: WorkUnit) -> bytes:
@@ -290,24 +302,30 @@ class Worker:
             holding_unit=True,
             give_up_after=self.settings.upload_retry_seconds,
         )
+        local = unit.run.local_steps
+        batch_size, n = self.settings.batch_size, len(unit.image_indices)
         with tqdm(
-            total=len(unit.image_indices),
+            total=local_steps_samples(n, batch_size, local.inner_steps) if local else n,
             unit="img",
             desc="  Training",
             disable=not self.settings.progress,
             leave=False,
             dynamic_ncols=True,
         ) as bar:
-            result = compute_gradients(
-                generator,
-                discriminator,
-                images,
-                unit.image_indices,
-                batch_size=self.settings.batch_size,
-                seed=unit.run.seed,
-                iteration=unit.iteration,
-                on_micro_batch=lambda done: _advance(bar, done),
-            )
+            if local is not None:  # H Adam steps from W_t; the result is W_t - W_local
+                adam = AdamConfig(local.inner_lr, local.inner_beta1, local.inner_beta2)
+                result = compute_local_steps(
+                    generator, discriminator, images, unit.image_indices,
+                    batch_size=batch_size, inner_steps=local.inner_steps, adam=adam,
+                    seed=unit.run.seed, iteration=unit.iteration,
+                    on_micro_batch=lambda done: _advance(bar, done),
+                )  # fmt: skip
+            else:
+                result = compute_gradients(
+                    generator, discriminator, images, unit.image_indices,
+                    batch_size=batch_size, seed=unit.run.seed, iteration=unit.iteration,
+                    on_micro_batch=lambda done: _advance(bar, done),
+                )  # fmt: skip
         log.info("  %s", metrics_line(result.metrics))
         return encode_result(result, DTYPE_NAMES[unit.run.result_dtype])
 

@@ -38,6 +38,7 @@ def run_info(run: Run) -> RunInfo:
         dataset=dataset_info(run),
         result_kind=config.result_kind,
         result_dtype=config.result_dtype,
+        local_steps=config.local_steps_info(),
     )
 
 

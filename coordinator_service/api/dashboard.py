@@ -80,10 +80,17 @@ async def status(conn: ConnDep) -> DashboardStatus:
         flops_per_image(config.latent_dim, config.generator_features, config.discriminator_features)
     )
     in_epoch = units.pending + units.leased + units.done
+    local = config.result_kind == "local_steps"
     return DashboardStatus(
         state=_STATES[run.status],
         run=run.summary(),
         result_kind=config.result_kind,
+        result_dtype=config.result_dtype,
+        inner_steps=config.inner_steps if local else None,
+        outer_steps=totals.steps if local else None,  # one outer step per coordinator step
+        result_bytes_per_image=(
+            totals.result_bytes / totals.result_images if totals.result_images else None
+        ),
         iteration=run.iteration,
         epoch=run.epoch,
         max_epochs=config.max_epochs,

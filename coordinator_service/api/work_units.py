@@ -104,7 +104,7 @@ def _answer(accepted: AcceptedResult, *, duplicate: bool) -> ResultResponse:
 async def upload_result(
     unit_id: int, request: Request, worker: WorkerDep, state: StateDep, lease_id: LeaseHeader
 ) -> ResultResponse:
-    """Upload a unit's gradients; the first valid result for a unit wins."""
+    """Upload a unit's result (of the run's kind); the first valid result for a unit wins."""
     try:
         return await _upload_result(unit_id, request, worker, state, lease_id)
     except CoordinatorError as exc:
@@ -142,12 +142,15 @@ async def _upload_result(
         )
     except CodecError as exc:
         raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
-    if result.iteration != lease.iteration or result.num_samples != lease.num_images:
+    if result.iteration != lease.iteration:
         raise CoordinatorError(
             "invalid_result",
-            f"The result says iteration {result.iteration} with {result.num_samples} images; "
-            f"the lease is for iteration {lease.iteration} with {lease.num_images}.",
+            f"The result says iteration {result.iteration}; "
+            f"the lease is for iteration {lease.iteration}.",
         )
+    problem = engine.count_problem(result, run.config, lease.num_images)
+    if problem is not None:
+        raise CoordinatorError("invalid_result", f"The result says {problem}.")
     async with state.pool.acquire() as conn:
         accepted = await ResultsRepo(conn).accept(
             lease_id=lease_key,

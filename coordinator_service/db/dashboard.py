@@ -64,6 +64,8 @@ class RunTotals(_Row):
     last_step_at: datetime | None
     recent_images: int
     latest_sample_iteration: int | None
+    result_bytes: int
+    result_images: int
     now: datetime
 
 
@@ -148,7 +150,8 @@ class DashboardRepo:
         self, *, run_id: int, window_seconds: float, until: datetime | None = None
     ) -> RunTotals:
         """Images stepped, steps, the last step, images accepted in the window before
-        ``until`` (default: now; a finished run passes its end, so its rate stays put)."""
+        ``until`` (default: now; a finished run passes its end, so its rate stays put),
+        and the bytes and images of the run's accepted results of known size."""
         record = await self.conn.fetchrow(
             """
             SELECT
@@ -162,7 +165,11 @@ class DashboardRepo:
                   AND accepted_at <= coalesce($3::timestamptz, now()))
                 AS recent_images,
               (SELECT max(iteration) FROM samples WHERE run_id = $1) AS latest_sample_iteration,
+              r.result_bytes, r.result_images,
               now() AS now
+            FROM (SELECT coalesce(sum(body_bytes), 0)::bigint AS result_bytes,
+                         coalesce(sum(num_samples), 0)::bigint AS result_images
+                  FROM results WHERE run_id = $1 AND body_bytes IS NOT NULL) r
             """,
             run_id,
             window_seconds,

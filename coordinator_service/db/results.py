@@ -79,8 +79,9 @@ class ResultsRepo:
                 raise CoordinatorError("unit_completed")
             await self.conn.execute(
                 "INSERT INTO results (lease_id, unit_id, run_id, worker_id, iteration, kind, "
-                "num_samples, body, g_loss, d_loss, d_real_accuracy, d_fake_accuracy, accepted_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp())",
+                "num_samples, body, body_bytes, g_loss, d_loss, d_real_accuracy, "
+                "d_fake_accuracy, accepted_at) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, clock_timestamp())",
                 lease_id,
                 lease["unit_id"],
                 lease["run_id"],
@@ -89,6 +90,7 @@ class ResultsRepo:
                 kind,
                 num_samples,
                 body,
+                len(body),
                 metrics.g_loss,
                 metrics.d_loss,
                 metrics.d_real_accuracy,

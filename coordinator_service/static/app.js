@@ -56,6 +56,11 @@ function fmtAgo(seconds) {
   if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
   return `${Math.round(seconds / 86400)} days ago`;
 }
+function fmtBytes(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(n >= 1e7 ? 0 : 1)} MB`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(n >= 1e4 ? 0 : 1)} kB`;
+  return `${Math.round(n)} B`;
+}
 function setText(id, text) { $(id).textContent = text; }
 
 // --- status ----------------------------------------------------------------------------
@@ -127,6 +132,16 @@ function renderStatus(s) {
   setText("t-rate-sub", hasRun ? `over the last ${win < 90 ? Math.round(win) + " s"
     : Math.round(win / 60) + " min"}` : "");
   setText("t-gflops", hasRun ? fmtRate(s.throughput.gflops) : "–");
+  // Mode: synchronous gradients, or H local steps per unit and the outer steps so far.
+  const local = s.result_kind === "local_steps";
+  setText("t-mode", !hasRun ? "–" : local ? `H = ${s.inner_steps}` : "sync");
+  setText("t-mode-sub", !hasRun ? "" : (local
+    ? `local steps · ${fmtInt(s.outer_steps)} outer step${s.outer_steps === 1 ? "" : "s"}`
+    : "gradients every unit") + ` · ${s.result_dtype}`);
+  const perImage = s.result_bytes_per_image;
+  setText("t-bytes", hasRun && perImage !== null ? fmtBytes(perImage) : "–");
+  setText("t-bytes-sub", hasRun ? (perImage !== null ? "received per trained image"
+    : "after the first result") : "");
   setText("t-elapsed", hasRun ? fmtDuration(s.elapsed_seconds) : "–");
   setText("t-elapsed-sub", s.started_at ? `since ${new Date(s.started_at).toLocaleTimeString("en-GB")}` : "");
 }

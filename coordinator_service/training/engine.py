@@ -14,7 +14,14 @@ from functools import lru_cache
 
 from torch import Tensor
 
-from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
+from shared.aggregation import (
+    AdamConfig,
+    OuterConfig,
+    aggregate,
+    apply_deltas,
+    apply_gradients,
+    initial_optimizer_state,
+)
 from shared.codec import (
     OptimizerState,
     decode_result,
@@ -22,10 +29,11 @@ from shared.codec import (
     encode_snapshot,
     max_result_bytes,
 )
+from shared.local_steps import local_steps_samples
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import RunConfig
 from shared.samples import fixed_noise, sample_grid_png
-from shared.training_step import UnitMetrics, UnitResult
+from shared.training_step import LOCAL_STEPS, UnitMetrics, UnitResult
 
 SAMPLE_GRID_SIZE = 64  # 8 x 8 images
 
@@ -57,7 +65,7 @@ def etag_of(data: bytes) -> str:
 
 @dataclass
 class TrainingState:
-    """W_t and the Adam state the aggregator keeps in memory between steps."""
+    """W_t and the optimizer state (Adam's, or the outer momentum) kept between steps."""
 
     run_id: int
     iteration: int
@@ -110,13 +118,55 @@ def decode_results(bodies: list[bytes], config: RunConfig) -> list[UnitResult]:
     return [decode_result(b, spec, expected_kind=config.result_kind) for b in bodies]
 
 
+def outer_config(config: RunConfig) -> OuterConfig:
+    """The outer optimizer of a local-steps run (its config holds the filled defaults)."""
+    defaults = OuterConfig()
+    return OuterConfig(
+        lr=config.outer_lr if config.outer_lr is not None else defaults.lr,
+        momentum=config.outer_momentum if config.outer_momentum is not None else defaults.momentum,
+        nesterov=config.outer_nesterov if config.outer_nesterov is not None else defaults.nesterov,
+    )
+
+
+def count_problem(result: UnitResult, config: RunConfig, unit_images: int) -> str | None:
+    """Why ``num_samples`` does not fit the unit (None if it does).
+
+    A gradients result covers the unit's images exactly. A local-steps result trained on
+    H micro-batches of the worker's own size, cycling over the unit: its count follows
+    from the H of the run and the batch size it states, and must match.
+    """
+    if config.result_kind != LOCAL_STEPS:
+        if result.num_samples == unit_images:
+            return None
+        return f"{result.num_samples} images; the unit has {unit_images}"
+    try:
+        inner_steps = int(result.extra.get("inner_steps", ""))
+        batch_size = int(result.extra.get("batch_size", ""))
+    except ValueError:
+        return "no valid inner_steps and batch_size in its metadata"
+    if inner_steps != config.inner_steps:
+        return f"{inner_steps} inner steps; this run asks for {config.inner_steps}"
+    if batch_size < 1:
+        return f"batch size {batch_size}"
+    expected = local_steps_samples(unit_images, batch_size, inner_steps)
+    if result.num_samples != expected:
+        return (
+            f"{result.num_samples} images; {inner_steps} steps of {batch_size} over "
+            f"{unit_images} images make {expected}"
+        )
+    return None
+
+
 def step(
     state: TrainingState, results: list[UnitResult], config: RunConfig, *, with_sample: bool
 ) -> StepProduct:
     """W_t+1 from W_t and the accepted results, in the order given (unit order)."""
     combined = aggregate(results)
-    adam = AdamConfig(lr=config.lr, beta1=config.beta1, beta2=config.beta2)
-    weights, opt = apply_gradients(state.weights, combined, state.optimizer, adam)
+    if config.result_kind == LOCAL_STEPS:
+        weights, opt = apply_deltas(state.weights, combined, state.optimizer, outer_config(config))
+    else:
+        adam = AdamConfig(lr=config.lr, beta1=config.beta1, beta2=config.beta2)
+        weights, opt = apply_gradients(state.weights, combined, state.optimizer, adam)
     new_state = TrainingState(state.run_id, state.iteration + 1, weights, opt)
     png = sample_grid(weights, config) if with_sample else None
     return StepProduct(

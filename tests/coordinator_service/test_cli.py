@@ -111,3 +111,19 @@ async def _status(database_url: str) -> str:
     from tests.coordinator_service.helpers import fetch
 
     return str((await fetch(database_url, "SELECT status FROM runs"))[0]["status"])
+
+
+def test_run_start_flags_for_a_local_steps_run() -> None:
+    from coordinator_service.cli import build_parser, run_start_body
+
+    args = build_parser().parse_args(
+        ["run", "start", "--result-kind", "local_steps", "--inner-steps", "16",
+         "--inner-lr", "0.0004", "--outer-lr", "0.5", "--outer-momentum", "0.8",
+         "--outer-nesterov", "false", "--result-dtype", "bfloat16"]
+    )  # fmt: skip
+    assert run_start_body(args)["config"] == {
+        "result_kind": "local_steps", "result_dtype": "bfloat16", "inner_steps": 16,
+        "inner_lr": 0.0004, "outer_lr": 0.5, "outer_momentum": 0.8, "outer_nesterov": False,
+    }  # fmt: skip
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "start", "--outer-nesterov", "maybe"])

@@ -127,6 +127,11 @@ def test_status_leaderboard_cluster_after_scripted_results(
 
     status = public.get("/status").json()
     assert status["state"] == "running" and status["result_kind"] == "gradients"
+    assert (status["result_dtype"], status["inner_steps"], status["outer_steps"]) == (
+        "float32", None, None
+    )
+    # Four accepted fp32 results of 16 images each (the refused ones were not received).
+    assert status["result_bytes_per_image"] == pytest.approx(len(fake_body(units[0])) / 16)
     assert (status["iteration"], status["epoch"]) == (2, 0)
     assert (status["max_iterations"], status["max_epochs"]) == (3, None)
     # 640 images in units of 16: 40 units; 4 in steps, none out.

@@ -122,6 +122,9 @@ def test_live_run_with_two_workers(coordinator: RunningCoordinator, tmp_path: Pa
     assert 'data-loaded="true"' in sample and f'data-iteration="{iterations}"' in sample
     assert "hidden" not in sample
     assert page.text("mode") == "mode: synchronous gradients"
+    assert page.text("t-mode") == "sync"
+    assert page.text("t-mode-sub") == "gradients every unit · float32"
+    assert page.text("t-bytes").endswith(" kB")  # ~30 kB of fp32 gradients per image
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

@@ -1,0 +1,231 @@
+"""Local-steps runs end to end through the real coordinator (issue 8).
+
+H = 1 with the outer optimizer set to plain SGD at lr 1 is one ordinary DCGAN Adam
+step; a bfloat16 result lands within bfloat16 rounding of the float32 one; a result of
+the other kind is refused with 422 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from torch.nn import functional as F
+
+from shared.aggregation import (
+    AdamConfig,
+    OuterConfig,
+    aggregate,
+    apply_deltas,
+    initial_optimizer_state,
+)
+from shared.builtin_faces import BuiltinFaces
+from shared.codec import decode_snapshot, encode_result
+from shared.local_steps import compute_local_steps, local_steps_samples
+from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
+from shared.protocol import LocalStepsInfo, WorkUnit
+from shared.training_step import UnitResult, image_noise, to_model_input
+from tests.conftest import NARROW_RUN, RunningCoordinator
+from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
+from tests.coordinator_service.helpers import claim, fake_body, fetch, model_config, upload
+
+SEED = 5
+PLAIN_SGD = {"outer_lr": 1.0, "outer_momentum": 0.0, "outer_nesterov": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def reference_dcgan_step(
+    config: ModelConfig, weights: dict[str, torch.Tensor], images: torch.Tensor,
+    indices: list[int], adam: AdamConfig,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One step of pytorch/examples' dcgan loop on these images (already in index order):
+    D on real and detached fake, step; then G against the updated D, step."""
+    generator, discriminator = build_models(config)
+    load_model_state(generator, discriminator, weights)
+    generator.train()
+    discriminator.train()
+    betas = (adam.beta1, adam.beta2)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=adam.lr, betas=betas)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=adam.lr, betas=betas)
+    real = to_model_input(images)
+    noise = image_noise(SEED, 0, indices, config.latent_dim)
+    discriminator.zero_grad()
+    out = discriminator(real)
+    F.binary_cross_entropy(out, torch.ones_like(out)).backward()
+    fake = generator(noise)
+    out = discriminator(fake.detach())
+    F.binary_cross_entropy(out, torch.zeros_like(out)).backward()
+    opt_d.step()
+    generator.zero_grad()
+    out = discriminator(fake)
+    F.binary_cross_entropy(out, torch.ones_like(out)).backward()
+    opt_g.step()
+    return model_state(generator, discriminator)
+
+
+def local_result(unit: WorkUnit, weights: bytes, *, batch_size: int) -> UnitResult:
+    """What a worker computes for a local-steps unit at the downloaded weights."""
+    config = model_config(unit)
+    assert unit.run.local_steps is not None
+    info = unit.run.local_steps
+    generator, discriminator = build_models(config)
+    load_model_state(
+        generator, discriminator, decode_snapshot(weights, StateSpec.from_config(config)).weights
+    )
+    images = BuiltinFaces(unit.run.dataset.num_images, 0).load(unit.image_indices)
+    return compute_local_steps(
+        generator, discriminator, images, unit.image_indices, batch_size=batch_size,
+        inner_steps=info.inner_steps,
+        adam=AdamConfig(info.inner_lr, info.inner_beta1, info.inner_beta2),
+        seed=unit.run.seed, iteration=unit.iteration,
+    )  # fmt: skip
+
+
+def served_weights(worker: httpx.Client, iteration: int, spec: StateSpec) -> Any:
+    deadline = time.monotonic() + 60
+    while (response := worker.get(f"/weights/{iteration}")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
+    return decode_snapshot(response.content, spec)
+
+
+def test_h1_with_plain_outer_sgd_is_one_local_adam_step(coordinator: RunningCoordinator) -> None:
+    config = ModelConfig()  # the real 64-feature DCGAN
+    spec = StateSpec.from_config(config)
+    coordinator.start_run(
+        seed=SEED, units_per_step=1, images_per_unit=16, dataset={"size": 64, "shard_size": 32},
+        result_kind="local_steps", inner_steps=1, **PLAIN_SGD,
+    )  # fmt: skip
+    worker = coordinator.client(coordinator.register())
+    unit = claim(worker)
+    assert unit is not None and len(unit.image_indices) == 16
+    assert unit.run.result_kind == "local_steps"
+    assert unit.run.local_steps == LocalStepsInfo(
+        inner_steps=1, inner_lr=2e-4, inner_beta1=0.5, inner_beta2=0.999
+    )
+    weights = worker.get(coordinator.url + unit.weights_url).content
+    body = encode_result(local_result(unit, weights, batch_size=16))
+    assert upload(worker, unit, body).status_code == 200
+
+    w0 = model_state(*build_models(config, seed=SEED))
+    assert all(torch.equal(w0[k], v) for k, v in decode_snapshot(weights, spec).weights.items())
+    indices = sorted(unit.image_indices)
+    images = BuiltinFaces(64, 0).load(indices)
+    expected = reference_dcgan_step(config, w0, images, indices, AdamConfig())
+
+    served = served_weights(worker, 1, spec)
+    assert served.iteration == 1 and served.weights.keys() == expected.keys()
+    for name, tensor in expected.items():
+        # W_0 - (W_0 - W_local) is W_local up to one rounding of the subtraction.
+        torch.testing.assert_close(served.weights[name], tensor, rtol=1e-6, atol=1e-7)
+    status = worker.get("/status").json()
+    assert status["result_kind"] == "local_steps" and status["inner_steps"] == 1
+    assert status["outer_steps"] == 1 and status["iteration"] == 1
+    assert status["result_bytes_per_image"] == pytest.approx(len(body) / 16)
+
+
+def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
+    coordinator: RunningCoordinator,
+) -> None:
+    coordinator.start_run(
+        **NARROW_RUN, seed=SEED, units_per_step=1, result_kind="local_steps",
+        result_dtype="bfloat16", inner_steps=3,
+    )  # fmt: skip
+    worker = coordinator.client(coordinator.register())
+    unit = claim(worker)
+    assert unit is not None and unit.run.result_dtype == "bfloat16"
+    config = model_config(unit)
+    spec = StateSpec.from_config(config)
+    weights = worker.get(coordinator.url + unit.weights_url).content
+    result = local_result(unit, weights, batch_size=8)
+    # Three steps of 8 over a 16-image unit: the third starts over at its first 8.
+    assert result.num_samples == local_steps_samples(16, 8, 3) == 24
+    fp32_body = encode_result(result)
+    body = encode_result(result, torch.bfloat16)
+    assert len(body) < 0.55 * len(fp32_body)
+    answer = upload(worker, unit, body)
+    assert answer.status_code == 200 and answer.json()["num_samples"] == 24
+
+    w0 = decode_snapshot(weights, spec).weights
+    params = {k: w0[k] for k in spec.parameters}
+    fp32_w1, _ = apply_deltas(w0, aggregate([result]), initial_optimizer_state(params),
+                              OuterConfig())  # fmt: skip
+    served = served_weights(worker, 1, spec)
+    # Per element: bf16 keeps 8 significant bits, so each delta (scaled by the first
+    # Nesterov step's lr * (1 + momentum)) and each buffer is off by at most 2^-8 of itself.
+    scale = 0.7 * 1.9
+    for name, expected in fp32_w1.items():
+        source = result.tensors[name] * scale if name in result.tensors else result.buffers[name]
+        bound = source.abs() * 2**-8 + 1e-6
+        assert bool(((served.weights[name] - expected).abs() <= bound).all()), name
+    changed = sum(
+        not torch.equal(served.weights[k], fp32_w1[k]) for k in result.tensors
+    )  # bf16 really was on the wire: the step is not bit-identical to the fp32 path
+    assert changed > 0
+
+    # The outer momentum lives in the checkpoint, like Adam's moments in a gradients run.
+    rows = asyncio.run(fetch(
+        coordinator.database_url,
+        "SELECT checkpoint FROM run_states WHERE run_id = $1 AND iteration = 1",
+        1,
+    ))  # fmt: skip
+    checkpoint = decode_snapshot(rows[0]["checkpoint"], spec)
+    assert checkpoint.optimizer is not None and checkpoint.optimizer.step == 1
+    momentum = checkpoint.optimizer.momentum
+    assert momentum is not None and momentum.keys() == set(spec.parameters)
+    status = worker.get("/status").json()
+    assert status["result_dtype"] == "bfloat16" and status["outer_steps"] == 1
+    assert status["result_bytes_per_image"] == pytest.approx(len(body) / 24)
+
+
+def test_a_result_of_the_wrong_kind_or_count_is_refused_and_changes_nothing(
+    coordinator: RunningCoordinator,
+) -> None:
+    coordinator.start_run(
+        **NARROW_RUN, units_per_step=10, result_kind="local_steps", inner_steps=2
+    )
+    worker = coordinator.client(coordinator.register())
+    unit = claim(worker)
+    assert unit is not None
+    weights = worker.get(coordinator.url + unit.weights_url).content
+    gradients = fake_body(unit)  # a valid result, of the gradients kind
+    assert_refused_unchanged(coordinator, lambda: upload(worker, unit, gradients), 422,
+                             "invalid_result")  # fmt: skip
+    good = local_result(unit, weights, batch_size=4)
+    wrong_h = local_result(unit, weights, batch_size=4)
+    wrong_h.extra["inner_steps"] = "3"
+    wrong_count = local_result(unit, weights, batch_size=4)
+    wrong_count.num_samples += 1
+    for bad in (wrong_h, wrong_count):
+        body = encode_result(bad)
+        assert_refused_unchanged(coordinator, lambda b=body: upload(worker, unit, b), 422,
+                                 "invalid_result")  # fmt: skip
+    assert upload(worker, unit, encode_result(good)).status_code == 200
+
+
+def test_local_steps_options_need_a_local_steps_run(coordinator: RunningCoordinator) -> None:
+    admin = coordinator.admin()
+    for options in ({"inner_steps": 4}, {"outer_lr": 1.0}, {"inner_lr": 1e-3}):
+        response = admin.post("/admin/runs", json={"config": {**NARROW_RUN, **options}})
+        assert response.status_code == 422, response.text
+        assert "local_steps" in response.json()["detail"]
+    started = coordinator.start_run(**NARROW_RUN, result_kind="local_steps")
+    config = started["config"]  # the defaults are filled in and stored with the run
+    assert config["inner_steps"] == 1  # one pass over a 16-image unit at 64 per batch
+    assert (config["inner_lr"], config["inner_beta1"], config["inner_beta2"]) == (
+        2e-4, 0.5, 0.999
+    )
+    assert (config["outer_lr"], config["outer_momentum"], config["outer_nesterov"]) == (
+        0.7, 0.9, True
+    )
