@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from shared.codec import encode_result
 from shared.protocol import HardwareInfo
@@ -185,6 +186,29 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     assert replay.text("slider-label") == "iteration 1"
     assert replay.text("sample-label") == "replay"
     snapshot(coordinator, tmp_path, "finished")
+
+
+def test_a_local_steps_run_shows_h_outer_steps_and_bytes(
+    coordinator: RunningCoordinator, tmp_path: Path
+) -> None:
+    from tests.coordinator_service.training.test_local_steps_runs import local_result
+
+    worker = coordinator.client(coordinator.register("ada"))
+    coordinator.start_run(**NARROW_RUN, units_per_step=1, result_kind="local_steps",
+                          inner_steps=2, result_dtype="bfloat16")  # fmt: skip
+    unit = claim(worker)
+    assert unit is not None
+    weights = worker.get(coordinator.url + unit.weights_url).content
+    body = encode_result(local_result(unit, weights, batch_size=8), torch.bfloat16)
+    assert upload(worker, unit, body).status_code == 200
+    wait_for_iteration(coordinator, 1)
+    page = browse(coordinator.url + "/", tmp_path)
+    page.assert_clean()
+    assert page.text("mode") == "mode: local steps (DiLoCo)"
+    assert page.text("t-mode") == "H = 2"
+    assert page.text("t-mode-sub") == "local steps · 1 outer step · bfloat16"
+    assert page.text("t-bytes") == f"{len(body) / 16 / 1e3:.0f} kB"  # 2 steps of 8 images
+    assert page.text("t-bytes-sub") == "received per trained image"
 
 
 def test_static_files_fetch_nothing_from_elsewhere() -> None:
