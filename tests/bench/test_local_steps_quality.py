@@ -1,0 +1,102 @@
+"""bench/local_steps_quality.py in smoke mode: the plumbing runs and its table is sane.
+
+Fashion-MNIST when the Debian package is installed, generated labelled shapes otherwise
+(``--data auto``), so this test never skips.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "local_steps_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("local_steps_quality", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_frechet_distance_of_known_gaussians(bench):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 6))
+    assert abs(bench.frechet_distance(a, a)) < 1e-6
+    # Same covariance, mean shifted by 2 along one axis: the distance is |shift|^2 = 4.
+    assert bench.frechet_distance(a, a + np.array([2.0, 0, 0, 0, 0, 0])) == pytest.approx(4.0)
+    # Scaled: for diagonal covariances the distance is sum (sigma_a - sigma_b)^2.
+    b = rng.normal(size=(200_000, 6)) * 3
+    c = rng.normal(size=(200_000, 6))
+    assert bench.frechet_distance(b, c) == pytest.approx(6 * (3 - 1) ** 2, rel=0.02)
+
+
+def test_schedule_names(bench):
+    local = bench.parse_schedule("local-h16x3-lr0.35", 64)
+    assert (local.mode, local.unit_images, local.units_per_step) == ("local", 1024, 3)
+    assert (local.inner_steps, local.outer_lr, local.outer_momentum) == (16, 0.35, 0.9)
+    plain = bench.parse_schedule("local-h16x1-lr1-m0", 64)
+    assert (plain.outer_lr, plain.outer_momentum) == (1.0, 0.0)
+    sync = bench.parse_schedule("sync-320x3", 64)
+    assert (sync.mode, sync.unit_images, sync.units_per_step) == ("sync", 320, 3)
+    with pytest.raises(ValueError):
+        bench.parse_schedule("async-3", 64)
+
+
+def test_synthetic_data_is_labelled_and_64x64(bench):
+    data = bench.load_synthetic(300, 100, seed=1)
+    assert tuple(data.train.shape) == (300, 1, 64, 64)
+    assert data.train.dtype.is_floating_point is False
+    assert set(data.train_labels.tolist()) == set(range(10))
+
+
+def test_smoke_run_table_is_sane(bench, tmp_path):
+    report = bench.main(["--smoke", "--output", str(tmp_path), "--threads", "1"])
+    rows = {row["schedule"]: row for row in report["schedules"]}
+    assert list(rows) == list(bench.SMOKE_SCHEDULES)
+    images = report["images"]
+    expected_steps = {
+        "baseline": math.ceil(images / 64),
+        "sync-320x3": math.ceil(images / 960),
+        "sync-64x3": math.ceil(math.ceil(images / 64) / 3),
+        "local-h4x3": math.ceil(math.ceil(images / 256) / 3),
+        "local-h16x3": math.ceil(math.ceil(images / 1024) / 3),
+    }
+    for name, row in rows.items():
+        assert row["steps"] == expected_steps[name], name
+        assert row["images"] == images
+        assert math.isfinite(row["frechet_distance"]) and row["frechet_distance"] > 0, name
+        assert math.isfinite(row["ratio_vs_baseline"]) and row["ratio_vs_baseline"] > 0, name
+        for key in ("up_bytes_per_image_fp32", "up_bytes_per_image_bf16", "down_bytes_per_image"):
+            assert math.isfinite(row[key]) and row[key] > 0, (name, key)
+        assert row["up_bytes_per_image_bf16"] < 0.55 * row["up_bytes_per_image_fp32"], name
+        png = tmp_path / f"local-steps-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert rows["baseline"]["ratio_vs_baseline"] == pytest.approx(1.0)
+    # By construction: a 1024-image unit sends one result where 64-image sync units send 16.
+    h16, sync64, sync320 = rows["local-h16x3"], rows["sync-64x3"], rows["sync-320x3"]
+    assert h16["up_bytes_per_image_fp32"] * 8 <= sync64["up_bytes_per_image_fp32"]
+    assert h16["up_bytes_per_image_bf16"] * 8 <= sync64["up_bytes_per_image_fp32"]
+    assert h16["up_bytes_per_image_bf16"] * 6 <= sync320["up_bytes_per_image_fp32"]
+    # At the real model size (64 feature maps, RGB) the ratios are the same story.
+    assert (
+        h16["real_model_up_bytes_per_image_bf16"] * 8
+        <= sync64["real_model_up_bytes_per_image_fp32"]
+    )
+    assert 0.1 < report["classifier"]["test_accuracy"] <= 1.0
+    refs = report["reference_distances"]
+    assert 0 <= refs["real_train_vs_test"] < refs["untrained_generator"]
+    check = report["fresh_adam_check"]
+    assert set(check) == {"warm", "fresh", "local"}
+    assert all(row["g_norm"] > 0 and row["d_norm"] > 0 for row in check.values())
+    assert "| local-h16x3 |" in report["table"]
+    assert (tmp_path / "results.json").exists()
