@@ -231,3 +231,19 @@ def test_local_steps_options_need_a_local_steps_run(coordinator: RunningCoordina
     assert (config["outer_lr"], config["outer_momentum"], config["outer_nesterov"]) == (
         0.7, 0.9, True
     )
+
+
+def test_presets_train_local_steps_unless_told_otherwise() -> None:
+    from coordinator_service.training.presets import resolve
+
+    for preset, units in (("small", 3), ("medium", 8), ("large", 24)):
+        config = resolve(preset, {})  # docs/local-steps.md: H = 16, 1,024-image units, bf16
+        assert (config.result_kind, config.inner_steps, config.images_per_unit) == (
+            "local_steps", 16, 1024
+        )
+        assert (config.result_dtype, config.units_per_step) == ("bfloat16", units)
+        assert (config.outer_lr, config.outer_momentum, config.outer_nesterov) == (0.7, 0.9, True)
+        sync = resolve(preset, {"result_kind": "gradients"})  # the preset's H is dropped
+        assert (sync.inner_steps, sync.images_per_unit, sync.result_dtype) == (
+            None, 320, "float32"
+        )
