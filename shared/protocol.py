@@ -345,16 +345,6 @@ class UnitCounts(_Model):
     done: int = 0
 
 
-class StatusResponse(_Model):
-    """GET /status: the current (or latest) run and what the class is doing right now."""
-
-    run: RunSummary | None
-    units: UnitCounts
-    results_waiting: int = Field(description="accepted results for the current iteration")
-    active_workers: int = Field(description="workers heard from in the last two minutes")
-    total_workers: int
-
-
 class HistoryEntry(_Model):
     """One optimizer step: the averaged losses and D accuracies of its results."""
 
@@ -383,19 +373,6 @@ class HistoryEntry(_Model):
     num_images: int
     step_seconds: float
     created_at: datetime
-
-
-class LeaderboardEntry(_Model):
-    """A worker's contribution so far (counted when its results go into a step)."""
-
-    worker_id: int
-    name: str
-    total_images: int
-    total_work_units: int
-    last_heartbeat: datetime | None
-    device: str
-    device_name: str
-    revoked: bool = False
 
 
 class JoinCodeResponse(_Model):

@@ -9,7 +9,7 @@ import asyncpg
 from coordinator_service.db.leases import return_to_pool
 from coordinator_service.db.models import Worker
 from coordinator_service.db.runs import lock_run_shared
-from shared.protocol import HardwareInfo, LeaderboardEntry, RevokeResponse
+from shared.protocol import HardwareInfo, RevokeResponse
 
 _WORKER_COLUMNS = (
     "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat"
@@ -122,15 +122,6 @@ class WorkersRepo:
         return RevokeResponse(
             worker_id=worker_id, leases_ended=len(leases), results_dropped=len(dropped)
         )
-
-    async def leaderboard(self, *, limit: int = 100) -> list[LeaderboardEntry]:
-        records = await self.conn.fetch(
-            "SELECT worker_id, name, total_images, total_work_units, last_heartbeat, device, "
-            "device_name, revoked_at IS NOT NULL AS revoked FROM workers "
-            "ORDER BY total_images DESC, worker_id LIMIT $1",
-            limit,
-        )
-        return [LeaderboardEntry.model_validate(dict(r)) for r in records]
 
     async def counts(self, *, active_since: datetime) -> tuple[int, int]:
         """(workers heard from since ``active_since``, all non-revoked workers)."""

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import torch
 
 from shared.codec import encode_result
@@ -28,7 +27,6 @@ from tests.coordinator_service.helpers import claim, fake_body, real_result, upl
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 
 
 class Page:
@@ -57,7 +55,7 @@ class Page:
 def browse(url: str, tmp_path: Path, *, screenshot: Path | None = None,
            size: str = "1400,1500") -> Page:  # fmt: skip
     """Load ``url`` in a fresh headless Chromium profile; 6 s of (virtual) page time."""
-    assert CHROMIUM is not None
+    assert CHROMIUM is not None, "the browser tests need Chromium: apt-get install chromium"
     profile = tmp_path / f"profile-{time.monotonic_ns()}"
     command = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
