@@ -7,7 +7,7 @@ optimizer steps per image, and a result is sent once per H micro-batches.
 
 The inner loop is the reference DCGAN step: D is updated on real and detached fake
 images first, then G against the updated D. Inner Adam starts from zero at every unit,
-so its first steps are bias-corrected but uninformed (see docs/training.md).
+so its first steps are bias-corrected but uninformed (measured in docs/local-steps.md).
 """
 
 from __future__ import annotations
