@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from shared.aggregation import (
     AdamConfig,
@@ -13,41 +12,22 @@ from shared.aggregation import (
     initial_optimizer_state,
 )
 from shared.local_steps import compute_local_steps
-from shared.models import StateSpec, model_state
+from shared.models import StateSpec
 from shared.training_step import (
     LOCAL_STEPS,
     UnitMetrics,
     UnitResult,
-    image_noise,
-    to_model_input,
 )
-from tests.shared.helpers import networks_at
+from tests.shared.helpers import networks_at, reference_dcgan_steps
 
 SEED, ITERATION = 9, 2
 
 
 def _reference_dcgan_steps(config, weights, images, indices, batch_size, steps, adam):
-    """pytorch/examples' dcgan loop, verbatim in spirit: D step, then G step against new D."""
-    generator, discriminator = networks_at(config, weights)
-    betas = (adam.beta1, adam.beta2)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=adam.lr, betas=betas)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=adam.lr, betas=betas)
-    for step in range(steps):
-        sl = slice(step * batch_size, (step + 1) * batch_size)
-        real = to_model_input(images[sl])
-        noise = image_noise(SEED, ITERATION, indices[sl], config.latent_dim)
-        discriminator.zero_grad()
-        out = discriminator(real)
-        F.binary_cross_entropy(out, torch.ones_like(out)).backward()
-        fake = generator(noise)
-        out = discriminator(fake.detach())
-        F.binary_cross_entropy(out, torch.zeros_like(out)).backward()
-        opt_d.step()
-        generator.zero_grad()
-        out = discriminator(fake)
-        F.binary_cross_entropy(out, torch.ones_like(out)).backward()
-        opt_g.step()
-    return model_state(generator, discriminator)
+    return reference_dcgan_steps(
+        config, weights, images, indices,
+        batch_size=batch_size, steps=steps, adam=adam, seed=SEED, iteration=ITERATION,
+    )  # fmt: skip
 
 
 def test_one_inner_step_with_plain_outer_sgd_is_one_local_adam_step(config, weights, images):

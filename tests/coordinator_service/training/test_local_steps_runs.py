@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from torch.nn import functional as F
 
 from shared.aggregation import (
     AdamConfig,
@@ -28,10 +27,11 @@ from shared.codec import decode_snapshot, encode_result
 from shared.local_steps import compute_local_steps, local_steps_samples
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import LocalStepsInfo, WorkUnit
-from shared.training_step import UnitResult, image_noise, to_model_input
+from shared.training_step import UnitResult
 from tests.conftest import NARROW_RUN, RunningCoordinator
 from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
 from tests.coordinator_service.helpers import claim, fake_body, fetch, model_config, upload
+from tests.shared.helpers import reference_dcgan_steps
 
 SEED = 5
 PLAIN_SGD = {"outer_lr": 1.0, "outer_momentum": 0.0, "outer_nesterov": False}
@@ -43,35 +43,6 @@ def one_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def reference_dcgan_step(
-    config: ModelConfig, weights: dict[str, torch.Tensor], images: torch.Tensor,
-    indices: list[int], adam: AdamConfig,
-) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One step of pytorch/examples' dcgan loop on these images (already in index order):
-    D on real and detached fake, step; then G against the updated D, step."""
-    generator, discriminator = build_models(config)
-    load_model_state(generator, discriminator, weights)
-    generator.train()
-    discriminator.train()
-    betas = (adam.beta1, adam.beta2)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=adam.lr, betas=betas)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=adam.lr, betas=betas)
-    real = to_model_input(images)
-    noise = image_noise(SEED, 0, indices, config.latent_dim)
-    discriminator.zero_grad()
-    out = discriminator(real)
-    F.binary_cross_entropy(out, torch.ones_like(out)).backward()
-    fake = generator(noise)
-    out = discriminator(fake.detach())
-    F.binary_cross_entropy(out, torch.zeros_like(out)).backward()
-    opt_d.step()
-    generator.zero_grad()
-    out = discriminator(fake)
-    F.binary_cross_entropy(out, torch.ones_like(out)).backward()
-    opt_g.step()
-    return model_state(generator, discriminator)
 
 
 def local_result(unit: WorkUnit, weights: bytes, *, batch_size: int) -> UnitResult:
@@ -122,7 +93,10 @@ def test_h1_with_plain_outer_sgd_is_one_local_adam_step(coordinator: RunningCoor
     assert all(torch.equal(w0[k], v) for k, v in decode_snapshot(weights, spec).weights.items())
     indices = sorted(unit.image_indices)
     images = BuiltinFaces(64, 0).load(indices)
-    expected = reference_dcgan_step(config, w0, images, indices, AdamConfig())
+    expected = reference_dcgan_steps(
+        config, w0, images, indices,
+        batch_size=len(indices), steps=1, adam=AdamConfig(), seed=SEED, iteration=0,
+    )  # fmt: skip
 
     served = served_weights(worker, 1, spec)
     assert served.iteration == 1 and served.weights.keys() == expected.keys()
