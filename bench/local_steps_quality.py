@@ -20,6 +20,11 @@ Schedules are named on the command line (``--schedules``):
                                images), K units per outer step, outer Nesterov SGD with
                                lr L (default 0.7) and momentum M (default 0.9; m0 = plain SGD)
 
+Any of them may end in ``-bf16`` or ``-fp16`` (results travel in that dtype: each one is
+encoded and decoded again before it is averaged, exactly as the coordinator receives it)
+and then ``-s<N>`` (train with seed N instead of ``--seed``; the classifier, the real
+features and the evaluation noise stay those of ``--seed``, so distances compare).
+
 Quality is a Frechet distance (lower is better) between generated and real *test*
 images, in the penultimate-layer features of a small CNN classifier trained here on the
 dataset's labels (no Inception weights can be downloaded on these machines, and a
@@ -27,8 +32,8 @@ classifier of the same domain gives features that separate clothes the way peopl
 do). Its weights are cached as safetensors in the output folder.
 
 Bytes on the wire are real: every simulated result is encoded with ``encode_result``
-(fp32 and bf16) and its ``len()`` counted; downloads are one fp32 weights snapshot per
-unit. Results are printed as a table and written to ``<output>/results.json``; an 8x8
+in the schedule's dtype and its ``len()`` counted; downloads are one fp32 weights
+snapshot (``encode_snapshot``) per unit. Results are printed as a table and written to ``<output>/results.json``; an 8x8
 sample grid per schedule goes to ``<images-dir>/local-steps-<schedule>.png``.
 
 ``--data synthetic`` (or ``auto`` without the Debian package ``dataset-fashion-mnist``)
@@ -66,7 +71,7 @@ from shared.aggregation import (
     apply_gradients,
     initial_optimizer_state,
 )
-from shared.codec import encode_result, encode_snapshot
+from shared.codec import decode_result, encode_result, encode_snapshot
 from shared.local_steps import compute_local_steps
 from shared.local_training import LocalRun, epoch_permutation, load_checkpoint, train
 from shared.models import (
@@ -95,7 +100,14 @@ DEFAULT_SCHEDULES = (
     "local-h4x3-lr0.35",
     "local-h16x3-lr0.35",
 )
-SMOKE_SCHEDULES = ("baseline", "sync-320x3", "sync-64x3", "local-h4x3", "local-h16x3")
+SMOKE_SCHEDULES = (
+    "baseline",
+    "sync-320x3",
+    "sync-64x3",
+    "local-h4x3",
+    "local-h16x3",
+    "local-h16x3-bf16",
+)
 CLASSES = 10
 
 
@@ -334,12 +346,19 @@ class Schedule:
     inner_steps: int = 0
     outer_lr: float = 0.0
     outer_momentum: float = 0.0
+    wire: str = "float32"
+    seed: int | None = None  # None: --seed
 
     def describe(self) -> str:
+        seed = "" if self.seed is None else f", seed {self.seed}"
         if self.mode == "baseline":
-            return f"gan-train-local, batch {self.unit_images}"
+            return f"gan-train-local, batch {self.unit_images}{seed}"
+        wire = f", {self.wire} results{seed}"
         if self.mode == "sync":
-            return f"sync gradients, {self.units_per_step} unit(s) of {self.unit_images} per step"
+            return (
+                f"sync gradients, {self.units_per_step} unit(s) of {self.unit_images} "
+                f"per step{wire}"
+            )
         outer = (
             f"Nesterov lr {self.outer_lr:g} m {self.outer_momentum:g}"
             if self.outer_momentum
@@ -347,25 +366,33 @@ class Schedule:
         )
         return (
             f"local H={self.inner_steps} ({self.unit_images}-image units), "
-            f"{self.units_per_step} per outer step, {outer}"
+            f"{self.units_per_step} per outer step, {outer}{wire}"
         )
 
+    def training_seed(self, default: int) -> int:
+        return default if self.seed is None else self.seed
 
+
+_SUFFIXES = re.compile(r"^(.+?)(?:-(bf16|fp16))?(?:-s(\d+))?$")
+_WIRE = {None: "float32", "bf16": "bfloat16", "fp16": "float16"}
 _SYNC = re.compile(r"^sync-(\d+)x(\d+)$")
 _LOCAL = re.compile(r"^local-h(\d+)x(\d+)(?:-lr([0-9.]+))?(?:-m([0-9.]+))?$")
 
 
 def parse_schedule(name: str, micro_batch: int) -> Schedule:
-    """``baseline``, ``sync-<U>x<K>`` or ``local-h<H>x<K>[-lr<L>][-m<M>]`` (see --help)."""
-    if name == "baseline":
-        return Schedule(name, "baseline", micro_batch)
-    if m := _SYNC.match(name):
-        return Schedule(name, "sync", int(m[1]), int(m[2]))
-    if m := _LOCAL.match(name):
+    """``baseline``, ``sync-<U>x<K>`` or ``local-h<H>x<K>[-lr<L>][-m<M>]``, then
+    ``[-bf16|-fp16][-s<N>]`` (see --help)."""
+    body, wire_name, seed_text = _SUFFIXES.fullmatch(name).groups()  # type: ignore[union-attr]
+    wire, seed = _WIRE[wire_name], (int(seed_text) if seed_text else None)
+    if body == "baseline" and wire_name is None:
+        return Schedule(name, "baseline", micro_batch, seed=seed)
+    if m := _SYNC.match(body):
+        return Schedule(name, "sync", int(m[1]), int(m[2]), wire=wire, seed=seed)
+    if m := _LOCAL.match(body):
         h, k = int(m[1]), int(m[2])
         lr = float(m[3]) if m[3] else OuterConfig.lr
         momentum = float(m[4]) if m[4] else OuterConfig.momentum
-        return Schedule(name, "local", h * micro_batch, k, h, lr, momentum)
+        return Schedule(name, "local", h * micro_batch, k, h, lr, momentum, wire, seed)
     raise ValueError(f"unknown schedule {name!r} (see --help for the forms)")
 
 
@@ -377,11 +404,11 @@ class Outcome:
     description: str
     steps: int
     images: int
-    up_bytes_per_image_fp32: float
-    up_bytes_per_image_bf16: float
+    wire: str
+    up_bytes_per_image: float
     down_bytes_per_image: float
-    real_model_up_bytes_per_image_fp32: float
-    real_model_up_bytes_per_image_bf16: float
+    real_model_up_bytes_per_image: float
+    real_model_down_bytes_per_image: float
     frechet_distance: float
     ratio_vs_baseline: float = math.nan
     wall_seconds: float = 0.0
@@ -417,27 +444,23 @@ def result_size(kind: str, config: ModelConfig, dtype: torch.dtype, num_samples:
 
 
 class Bytes:
-    """Running totals of result bytes (fp32, bf16) and of weight downloads."""
+    """Running totals of result bytes uploaded and weight bytes downloaded."""
 
     def __init__(self) -> None:
-        self.fp32 = self.bf16 = self.down = 0
-
-    def add(self, result: UnitResult, snapshot_bytes: int) -> None:
-        self.fp32 += len(encode_result(result, torch.float32))
-        self.bf16 += len(encode_result(result, torch.bfloat16))
-        self.down += snapshot_bytes
+        self.up = self.down = 0
 
 
 def run_baseline(ctx: Context, schedule: Schedule) -> tuple[dict[str, Tensor], int]:
     """gan-train-local itself; stops halfway once to keep a mid-run checkpoint for later."""
-    run = LocalRun(dataset="bench", batch_size=schedule.unit_images, seed=ctx.seed, model=ctx.model)
+    seed = schedule.training_seed(ctx.seed)
+    run = LocalRun(dataset="bench", batch_size=schedule.unit_images, seed=seed, model=ctx.model)
     source = TensorImages(ctx.data.train, ctx.data.name)
-    out = ctx.work / "baseline"
+    out = ctx.work / schedule.name
     half = (ctx.images // 2 // schedule.unit_images) * schedule.unit_images
     kwargs = dict(source=source, device=torch.device("cpu"), output=out)
     kwargs.update(sample_every=10**9, checkpoint_every=10**9)
     train(run, total_images=half, **kwargs)  # type: ignore[arg-type]
-    middle = ctx.middle
+    middle = ctx.middle if seed == ctx.seed else out / "middle.safetensors"
     shutil.copyfile(out / "checkpoint.safetensors", middle)
     progress = train(run, total_images=ctx.images, resume=middle, **kwargs)  # type: ignore[arg-type]
     _, _, weights, _ = load_checkpoint(out / "checkpoint.safetensors")
@@ -452,7 +475,9 @@ def simulate(
     spec = StateSpec.from_config(ctx.model)
     state = initial_optimizer_state({k: weights[k] for k in spec.parameters})
     outer = OuterConfig(schedule.outer_lr, schedule.outer_momentum)
-    order = epoch_permutation(ctx.seed, 0, len(ctx.data.train))[: ctx.images]
+    seed = schedule.training_seed(ctx.seed)
+    wire = getattr(torch, schedule.wire)
+    order = epoch_permutation(seed, 0, len(ctx.data.train))[: ctx.images]
     totals = Bytes()
     position = iteration = 0
     metrics = UnitMetrics(0, 0, 0, 0)
@@ -473,7 +498,7 @@ def simulate(
                     images,
                     indices,
                     batch_size=ctx.micro_batch,
-                    seed=ctx.seed,
+                    seed=seed,
                     iteration=iteration,
                 )
             else:
@@ -488,11 +513,13 @@ def simulate(
                     batch_size=ctx.micro_batch,
                     inner_steps=steps,
                     adam=ctx.adam,
-                    seed=ctx.seed,
+                    seed=seed,
                     iteration=iteration,
                 )
-            totals.add(result, snapshot_bytes)
-            results.append(result)
+            body = encode_result(result, wire)  # what the worker would upload
+            totals.up += len(body)
+            totals.down += snapshot_bytes
+            results.append(decode_result(body, spec) if wire != torch.float32 else result)
         combined = aggregate(results)
         metrics = combined.metrics
         if schedule.mode == "sync":
@@ -513,7 +540,7 @@ def run_schedule(
     fd_samples: int,
     images_dir: Path,
 ) -> Outcome:
-    generator, discriminator = build_models(ctx.model, seed=ctx.seed)
+    generator, discriminator = build_models(ctx.model, seed=schedule.training_seed(ctx.seed))
     started = time.perf_counter()
     note = ""
     if schedule.mode == "baseline":
@@ -522,8 +549,7 @@ def run_schedule(
         snapshot = len(encode_snapshot(0, model_state(generator, discriminator)))
         units = math.ceil(ctx.images / schedule.unit_images)
         totals = Bytes()
-        totals.fp32 = units * result_size(GRADIENTS, ctx.model, torch.float32, 64)
-        totals.bf16 = units * result_size(GRADIENTS, ctx.model, torch.bfloat16, 64)
+        totals.up = units * result_size(GRADIENTS, ctx.model, torch.float32, 64)
         totals.down = units * snapshot
         metrics = None
         note = "no network; bytes as if run as sync-64x1 (identical steps)"
@@ -547,23 +573,18 @@ def run_schedule(
     (images_dir / f"local-steps-{schedule.name}.png").write_bytes(sample_grid_png(generator, noise))
     unit_kind = LOCAL_STEPS if schedule.mode == "local" else GRADIENTS
     real_model = ModelConfig(channels=3)
-    per_unit = schedule.unit_images
+    real_up = result_size(unit_kind, real_model, getattr(torch, schedule.wire), schedule.unit_images)
+    real_down = len(encode_snapshot(0, model_state(*build_models(real_model))))
     outcome = Outcome(
         schedule=schedule.name,
         description=schedule.describe(),
         steps=steps,
         images=ctx.images,
-        up_bytes_per_image_fp32=totals.fp32 / ctx.images,
-        up_bytes_per_image_bf16=totals.bf16 / ctx.images,
+        wire=schedule.wire,
+        up_bytes_per_image=totals.up / ctx.images,
         down_bytes_per_image=totals.down / ctx.images,
-        real_model_up_bytes_per_image_fp32=result_size(
-            unit_kind, real_model, torch.float32, per_unit
-        )
-        / per_unit,
-        real_model_up_bytes_per_image_bf16=result_size(
-            unit_kind, real_model, torch.bfloat16, per_unit
-        )
-        / per_unit,
+        real_model_up_bytes_per_image=real_up / schedule.unit_images,
+        real_model_down_bytes_per_image=real_down / schedule.unit_images,
         frechet_distance=distance,
         wall_seconds=wall,
         final_metrics=asdict(metrics) if metrics else {},
@@ -651,22 +672,24 @@ def format_table(outcomes: Sequence[Outcome], reference: str) -> str:
     """A Markdown table of the outcomes; byte ratios are against ``reference`` (sync fp32)."""
     ref = next((o for o in outcomes if o.schedule == reference), None)
     head = (
-        "| schedule | coord. steps | images | up B/img fp32 | up B/img bf16 | "
-        f"fewer bytes vs {reference} fp32 (fp32 / bf16) | down B/img | Frechet distance | "
+        "| schedule | coord. steps | wire | up B/img | down B/img | up+down B/img | "
+        f"fewer bytes than {reference} (up / up+down) | Frechet distance | "
         "ratio vs baseline | wall s |"
     )
     lines = [head, "|" + "---|" * 10]
     for o in outcomes:
+        total = o.up_bytes_per_image + o.down_bytes_per_image
         if ref is not None:
+            ref_total = ref.up_bytes_per_image + ref.down_bytes_per_image
             fewer = (
-                f"{ref.up_bytes_per_image_fp32 / o.up_bytes_per_image_fp32:.1f}x / "
-                f"{ref.up_bytes_per_image_fp32 / o.up_bytes_per_image_bf16:.1f}x"
+                f"{ref.up_bytes_per_image / o.up_bytes_per_image:.1f}x / "
+                f"{ref_total / total:.1f}x"
             )
         else:
             fewer = "n/a"
         lines.append(
-            f"| {o.schedule} | {o.steps} | {o.images} | {o.up_bytes_per_image_fp32:,.0f} | "
-            f"{o.up_bytes_per_image_bf16:,.0f} | {fewer} | {o.down_bytes_per_image:,.0f} | "
+            f"| {o.schedule} | {o.steps} | {o.wire} | {o.up_bytes_per_image:,.0f} | "
+            f"{o.down_bytes_per_image:,.0f} | {total:,.0f} | {fewer} | "
             f"{o.frechet_distance:.2f} | {o.ratio_vs_baseline:.2f} | {o.wall_seconds:.0f} |"
         )
     return "\n".join(lines)
@@ -709,7 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated schedules, run in this order (default: "
         f"{','.join(DEFAULT_SCHEDULES)}; smoke: {','.join(SMOKE_SCHEDULES)}); forms: "
-        "baseline, sync-<U>x<K>, local-h<H>x<K>[-lr<L>][-m<M>]",
+        "baseline, sync-<U>x<K>, local-h<H>x<K>[-lr<L>][-m<M>], each optionally followed by "
+        "-bf16 or -fp16 and -s<N>",
     )
     p.add_argument(
         "--reference",

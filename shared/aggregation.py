@@ -72,8 +72,14 @@ def aggregate(results: Sequence[UnitResult]) -> Aggregate:
     )
 
 
-def initial_optimizer_state(parameters: Mapping[str, Tensor]) -> OptimizerState:
-    """Adam with zero moments and no step taken, for a fresh run."""
+def initial_optimizer_state(
+    parameters: Mapping[str, Tensor], *, adam: bool = True
+) -> OptimizerState:
+    """No step taken yet: zero Adam moments, or (``adam=False``, for local-steps runs,
+    whose only coordinator-side state is the outer momentum) none at all, which keeps
+    their checkpoints at two copies of the model instead of four."""
+    if not adam:
+        return OptimizerState(step=0, exp_avg={}, exp_avg_sq={})
     return OptimizerState(
         step=0,
         exp_avg={k: torch.zeros_like(v, dtype=torch.float32) for k, v in parameters.items()},

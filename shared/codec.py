@@ -174,7 +174,8 @@ def encode_snapshot(
 
 
 def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
-    """Validate and decode a snapshot; the optimizer part is optional, all-or-nothing."""
+    """Validate and decode a snapshot. The optimizer part is optional; within it the Adam
+    moments (both or neither) and the outer momentum each cover every parameter or none."""
     if len(data) > max_snapshot_bytes(spec):
         raise CodecError(f"snapshot is {len(data)} bytes, more than {max_snapshot_bytes(spec)}")
     header, metadata = _read_header(data)
@@ -182,9 +183,13 @@ def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
         raise CodecError(f"metadata 'format' must be {FORMAT_SNAPSHOT!r}")
     expected = {_WEIGHT + k: s for k, s in spec.weights.items()}
     has_optimizer = "optimizer_step" in metadata
+    has_adam = any(k.startswith((_EXP_AVG, _EXP_AVG_SQ)) for k in header)
     has_momentum = any(k.startswith(_MOMENTUM) for k in header)
     if has_optimizer:
-        for prefix in (_EXP_AVG, _EXP_AVG_SQ) + ((_MOMENTUM,) if has_momentum else ()):
+        groups = ((_EXP_AVG, _EXP_AVG_SQ) if has_adam else ()) + (
+            (_MOMENTUM,) if has_momentum else ()
+        )
+        for prefix in groups:
             expected.update({prefix + k: s for k, s in spec.parameters.items()})
     _check_header(header, expected, ("F32",))
     tensors = _load_finite(data)

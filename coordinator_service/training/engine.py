@@ -87,11 +87,11 @@ def encode_state(iteration: int, weights: dict[str, Tensor], opt: OptimizerState
 
 
 def initial_state(config: RunConfig) -> tuple[TrainingState, EncodedState]:
-    """W_0 from the run seed (DCGAN init) with zero Adam moments."""
+    """W_0 from the run seed (DCGAN init); zero Adam moments for a gradients run."""
     generator, discriminator = build_models(model_config(config), seed=config.seed)
     weights = model_state(generator, discriminator)
     params = {k: weights[k] for k in state_spec(model_config(config)).parameters}
-    opt = initial_optimizer_state(params)
+    opt = initial_optimizer_state(params, adam=config.result_kind != LOCAL_STEPS)
     return TrainingState(0, 0, weights, opt), encode_state(0, weights, opt)
 
 

@@ -13,6 +13,7 @@ from safetensors.torch import save as st_save
 from shared.aggregation import initial_optimizer_state
 from shared.codec import (
     CodecError,
+    OptimizerState,
     decode_result,
     decode_snapshot,
     encode_result,
@@ -75,6 +76,24 @@ def test_snapshot_round_trip_with_and_without_optimizer(weights, spec: StateSpec
     light = decode_snapshot(encode_snapshot(7, weights), spec)
     assert light.optimizer is None
     assert all(torch.equal(light.weights[k], weights[k]) for k in weights)
+
+
+def test_snapshot_with_outer_momentum_only(weights, spec: StateSpec) -> None:
+    """A local-steps checkpoint: outer momentum, no Adam moments (and half the bytes)."""
+    params = {k: weights[k] for k in spec.parameters}
+    state = initial_optimizer_state(params, adam=False)
+    state.momentum = {k: v * 0.5 for k, v in params.items()}
+    body = encode_snapshot(3, weights, state)
+    decoded = decode_snapshot(body, spec).optimizer
+    assert decoded is not None and decoded.exp_avg == {} == decoded.exp_avg_sq
+    assert decoded.momentum is not None
+    assert all(torch.equal(decoded.momentum[k], state.momentum[k]) for k in params)
+    adam = initial_optimizer_state(params)
+    with_adam = OptimizerState(3, adam.exp_avg, adam.exp_avg_sq, state.momentum)
+    assert len(body) < 0.6 * len(encode_snapshot(3, weights, with_adam))
+    half_adam = OptimizerState(3, adam.exp_avg, {}, state.momentum)
+    with pytest.raises(CodecError, match="exp_avg_sq"):
+        decode_snapshot(encode_snapshot(3, weights, half_adam), spec)
 
 
 def _rewrite(body: bytes, change) -> bytes:

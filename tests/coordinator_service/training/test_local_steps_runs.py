@@ -160,6 +160,8 @@ def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
     assert checkpoint.optimizer is not None and checkpoint.optimizer.step == 1
     momentum = checkpoint.optimizer.momentum
     assert momentum is not None and momentum.keys() == set(spec.parameters)
+    # ... and nothing else: no Adam moments the coordinator would never use.
+    assert checkpoint.optimizer.exp_avg == {} == checkpoint.optimizer.exp_avg_sq
     status = worker.get("/status").json()
     assert status["result_dtype"] == "bfloat16" and status["outer_steps"] == 1
     assert status["result_bytes_per_image"] == pytest.approx(len(body) / 24)
