@@ -1,13 +1,13 @@
 """Which images go into which unit: a seeded walk over the dataset, one epoch at a time.
 
 Pure and deterministic in (seed, epoch), so a restarted coordinator or a test can
-recompute any epoch's plan. Units never cross a shard boundary: a worker that caches
-shards then only ever needs the shards its units touch.
+recompute any epoch's plan.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -16,17 +16,27 @@ from shared.protocol import RunConfig
 
 
 def plan_epoch(config: RunConfig, epoch: int) -> list[PlannedUnit]:
-    """The epoch's units: shards in a seeded order, each shard's images shuffled and split
-    into near-equal units of at most ``images_per_unit`` images."""
+    """The epoch's units: shards in a seeded order, each shard's images shuffled, and that
+    stream cut into units of exactly ``images_per_unit`` images (the last may be short).
+
+    Cutting the stream, not each shard, keeps every unit full: a local-steps unit of
+    H micro-batches of 64 holds H x 64 different images even when that is more than a
+    shard (1,000 images), instead of one shard's images used twice. A unit still touches
+    only the few shards next to each other in the walk, so a worker downloads only
+    those; its ``shard`` is the one holding most of its images, which the claim uses to
+    prefer units a worker already caches.
+    """
     dataset = config.dataset
     rng = np.random.default_rng([config.seed, epoch, 0x5EED])
     num_shards = math.ceil(dataset.size / dataset.shard_size)
-    units: list[PlannedUnit] = []
+    stream: list[int] = []
     for shard in rng.permutation(num_shards).tolist():
         start = shard * dataset.shard_size
         stop = min(start + dataset.shard_size, dataset.size)
-        images = (start + rng.permutation(stop - start)).tolist()
-        parts = math.ceil(len(images) / config.images_per_unit)
-        for chunk in np.array_split(np.asarray(images), parts):
-            units.append((shard, sorted(int(i) for i in chunk)))
+        stream.extend((start + rng.permutation(stop - start)).tolist())
+    units: list[PlannedUnit] = []
+    for begin in range(0, len(stream), config.images_per_unit):
+        images = sorted(stream[begin : begin + config.images_per_unit])
+        shards = Counter(i // dataset.shard_size for i in images)
+        units.append((shards.most_common(1)[0][0], images))
     return units
