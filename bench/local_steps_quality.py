@@ -3,6 +3,15 @@
     nice -n 19 python bench/local_steps_quality.py   # the full run (see docs/local-steps.md)
     python bench/local_steps_quality.py --smoke      # a one-minute check of the plumbing
 
+The full run is about half an hour per schedule on one CPU core. On two cores, split the
+schedules and merge the results:
+
+    python bench/local_steps_quality.py --schedules baseline,sync-320x3,sync-64x3 \
+        --output outputs/ls-a &
+    python bench/local_steps_quality.py --no-adam-check --output outputs/ls-b \
+        --schedules local-h4x3-bf16,local-h16x3-bf16,local-h32x3-bf16 &
+    wait; python bench/local_steps_quality.py --merge outputs/ls-a outputs/ls-b
+
 Trains the DCGAN once per schedule on the same images (default: one epoch of
 Fashion-MNIST's 60,000 training images, resized from 28x28 to 64x64, one channel),
 simulating in this process exactly what the coordinator does: K simulated workers each
@@ -33,8 +42,9 @@ do). Its weights are cached as safetensors in the output folder.
 
 Bytes on the wire are real: every simulated result is encoded with ``encode_result``
 in the schedule's dtype and its ``len()`` counted; downloads are one fp32 weights
-snapshot (``encode_snapshot``) per unit. Results are printed as a table and written to ``<output>/results.json``; an 8x8
-sample grid per schedule goes to ``<images-dir>/local-steps-<schedule>.png``.
+snapshot (``encode_snapshot``) per unit. Results are printed as a table and written to
+``<output>/results.json``; an 8x8 sample grid per schedule goes to
+``<images-dir>/local-steps-<schedule>.png``.
 
 ``--data synthetic`` (or ``auto`` without the Debian package ``dataset-fashion-mnist``)
 uses generated labelled shapes instead, so the smoke test runs anywhere.
@@ -95,10 +105,9 @@ DEFAULT_SCHEDULES = (
     "baseline",
     "sync-320x3",
     "sync-64x3",
-    "local-h4x3",
-    "local-h16x3",
-    "local-h4x3-lr0.35",
-    "local-h16x3-lr0.35",
+    "local-h4x3-bf16",
+    "local-h16x3-bf16",
+    "local-h32x3-bf16",
 )
 SMOKE_SCHEDULES = (
     "baseline",
@@ -573,7 +582,8 @@ def run_schedule(
     (images_dir / f"local-steps-{schedule.name}.png").write_bytes(sample_grid_png(generator, noise))
     unit_kind = LOCAL_STEPS if schedule.mode == "local" else GRADIENTS
     real_model = ModelConfig(channels=3)
-    real_up = result_size(unit_kind, real_model, getattr(torch, schedule.wire), schedule.unit_images)
+    wire = getattr(torch, schedule.wire)
+    real_up = result_size(unit_kind, real_model, wire, schedule.unit_images)
     real_down = len(encode_snapshot(0, model_state(*build_models(real_model))))
     outcome = Outcome(
         schedule=schedule.name,
@@ -665,6 +675,37 @@ def fresh_adam_check(ctx: Context, middle: Path, steps: int = 16) -> dict[str, d
     return report
 
 
+def merge_results(folders: Sequence[Path], output: Path) -> list[str]:
+    """Rows of several runs with equal settings in one results.json; returns their names.
+
+    Their cached files (the classifier, the baseline's mid-run checkpoint) and sample grids
+    come along, so the merged folder resumes like a single run's.
+    """
+    merged: dict | None = None
+    rows: dict[str, dict] = {}
+    output.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        report = json.loads((folder / "results.json").read_text())
+        settings = {k: v for k, v in report.items() if k not in _PER_RUN}
+        if merged is None:
+            merged = settings
+        elif settings != merged:
+            raise SystemExit(f"{folder}: other settings than {folders[0]}; cannot merge")
+        for row in report["schedules"]:
+            rows.setdefault(row["schedule"], row)
+        if folder.resolve() != output.resolve():
+            for path in [*folder.glob("*.safetensors"), *folder.glob("*.png")]:
+                shutil.copyfile(path, output / path.name)
+    assert merged is not None
+    (output / "results.json").write_text(
+        json.dumps({**merged, "schedules": list(rows.values())}, indent=2)
+    )
+    return list(rows)
+
+
+_PER_RUN = {"schedules", "table", "total_seconds", "fresh_adam_check"}
+
+
 # --- output --------------------------------------------------------------------------------
 
 
@@ -682,8 +723,7 @@ def format_table(outcomes: Sequence[Outcome], reference: str) -> str:
         if ref is not None:
             ref_total = ref.up_bytes_per_image + ref.down_bytes_per_image
             fewer = (
-                f"{ref.up_bytes_per_image / o.up_bytes_per_image:.1f}x / "
-                f"{ref_total / total:.1f}x"
+                f"{ref.up_bytes_per_image / o.up_bytes_per_image:.1f}x / {ref_total / total:.1f}x"
             )
         else:
             fewer = "n/a"
@@ -747,7 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--features",
         type=int,
         default=None,
-        help="feature maps of G and D, the same for every schedule (default: 32; smoke: 8)",
+        help="feature maps of G and D, the same for every schedule (default: 64, the class "
+        "model's; smoke: 8)",
     )
     p.add_argument("--latent-dim", type=int, default=100, help="G's input size (default: 100)")
     p.add_argument(
@@ -796,6 +837,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and run only the schedules it lacks",
     )
     p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="combine the results.json of runs with the same settings (e.g. disjoint "
+        "--schedules run in parallel, one per core) into --output, then print the table",
+    )
+    p.add_argument(
         "--no-adam-check",
         action="store_true",
         help="skip the fresh-vs-warm inner Adam comparison (needs the baseline schedule)",
@@ -808,7 +857,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     smoke = args.smoke
     images = args.images or (2000 if smoke else 60_000)
-    features = args.features or (8 if smoke else 32)
+    features = args.features or (8 if smoke else 64)
     fd_samples = args.fd_samples or (512 if smoke else 10_000)
     classifier_epochs = args.classifier_epochs or (4 if smoke else 2)
     images_dir = args.images_dir or (args.output if smoke else Path("docs/images"))
@@ -820,6 +869,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.schedules
         else (SMOKE_SCHEDULES if smoke else DEFAULT_SCHEDULES)
     )
+    if args.merge:
+        merged = merge_results(args.merge, args.output)
+        names, args.resume = (names if args.schedules else merged), True
     schedules = [parse_schedule(s.strip(), args.micro_batch) for s in names]
 
     source = args.data

@@ -202,7 +202,7 @@ class BuiltinDatasetConfig(_Model):
     kind: Literal["builtin"] = "builtin"
     size: int = Field(default=20_000, ge=1, le=10_000_000)
     builtin_seed: int = Field(default=0, ge=0)
-    shard_size: int = Field(default=1000, ge=1, description="virtual shard size (the planner's walk)")
+    shard_size: int = Field(default=1000, ge=1, description="virtual shard size")
 
 
 class ShardedDatasetConfig(_Model):

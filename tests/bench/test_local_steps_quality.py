@@ -7,6 +7,7 @@ Fashion-MNIST when the Debian package is installed, generated labelled shapes ot
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -108,3 +109,26 @@ def test_smoke_run_table_is_sane(bench, tmp_path):
     assert all(row["g_norm"] > 0 and row["d_norm"] > 0 for row in check.values())
     assert "| local-h16x3 |" in report["table"]
     assert (tmp_path / "results.json").exists()
+
+
+def test_merge_combines_runs_with_equal_settings_only(bench, tmp_path):
+    settings = {"data": "x", "images": 100, "seed": 0}
+    for name, rows in {"a": ["baseline", "sync-320x3"], "b": ["local-h32x3-bf16"]}.items():
+        (tmp_path / name).mkdir()
+        report = {**settings, "schedules": [{"schedule": r} for r in rows], "table": name}
+        (tmp_path / name / "results.json").write_text(json.dumps(report))
+        (tmp_path / name / f"classifier-{name}.safetensors").write_bytes(b"weights")
+    out = tmp_path / "merged"
+    names = bench.merge_results([tmp_path / "a", tmp_path / "b"], out)
+    assert names == ["baseline", "sync-320x3", "local-h32x3-bf16"]
+    merged = json.loads((out / "results.json").read_text())
+    assert {k: merged[k] for k in settings} == settings and "table" not in merged
+    assert {p.name for p in out.glob("classifier-*")} == {
+        "classifier-a.safetensors",
+        "classifier-b.safetensors",
+    }
+    (tmp_path / "c").mkdir()
+    other = {**settings, "seed": 1, "schedules": []}
+    (tmp_path / "c" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.merge_results([tmp_path / "a", tmp_path / "c"], tmp_path / "bad")
