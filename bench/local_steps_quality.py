@@ -23,6 +23,9 @@ baseline is ``gan-train-local`` itself (``shared.local_training.train``, batch 6
 Schedules are named on the command line (``--schedules``):
 
 * ``baseline``                 gan-train-local, one step per 64 images
+* ``textbook``                 the pytorch/examples DCGAN loop in one process: D then G on
+                               each micro-batch, one Adam for the run (run as a single
+                               local-steps unit of all the images, outer SGD lr 1)
 * ``sync-<U>x<K>``             synchronous gradients, units of U images, K units per step
 * ``local-h<H>x<K>[-lr<L>][-m<M>]``
                                local steps: units of H micro-batches (H * --micro-batch
@@ -103,6 +106,7 @@ from shared.training_step import (
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_SCHEDULES = (
     "baseline",
+    "textbook",
     "sync-320x3",
     "sync-64x3",
     "local-h4x3-bf16",
@@ -111,6 +115,7 @@ DEFAULT_SCHEDULES = (
 )
 SMOKE_SCHEDULES = (
     "baseline",
+    "textbook",
     "sync-320x3",
     "sync-64x3",
     "local-h4x3",
@@ -388,13 +393,18 @@ _SYNC = re.compile(r"^sync-(\d+)x(\d+)$")
 _LOCAL = re.compile(r"^local-h(\d+)x(\d+)(?:-lr([0-9.]+))?(?:-m([0-9.]+))?$")
 
 
-def parse_schedule(name: str, micro_batch: int) -> Schedule:
-    """``baseline``, ``sync-<U>x<K>`` or ``local-h<H>x<K>[-lr<L>][-m<M>]``, then
-    ``[-bf16|-fp16][-s<N>]`` (see --help)."""
+def parse_schedule(name: str, micro_batch: int, images: int = 60_000) -> Schedule:
+    """``baseline``, ``textbook``, ``sync-<U>x<K>`` or ``local-h<H>x<K>[-lr<L>][-m<M>]``,
+    then ``[-bf16|-fp16][-s<N>]`` (see --help)."""
     body, wire_name, seed_text = _SUFFIXES.fullmatch(name).groups()  # type: ignore[union-attr]
     wire, seed = _WIRE[wire_name], (int(seed_text) if seed_text else None)
     if body == "baseline" and wire_name is None:
         return Schedule(name, "baseline", micro_batch, seed=seed)
+    if body == "textbook" and wire_name is None:
+        # One local-steps unit of the whole run, applied as is (outer SGD, lr 1): the
+        # pytorch/examples loop, D then G on every micro-batch, one Adam throughout.
+        steps = math.ceil(images / micro_batch)
+        return Schedule(name, "local", images, 1, steps, 1.0, 0.0, seed=seed)
     if m := _SYNC.match(body):
         return Schedule(name, "sync", int(m[1]), int(m[2]), wire=wire, seed=seed)
     if m := _LOCAL.match(body):
@@ -872,7 +882,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.merge:
         merged = merge_results(args.merge, args.output)
         names, args.resume = (names if args.schedules else merged), True
-    schedules = [parse_schedule(s.strip(), args.micro_batch) for s in names]
+    schedules = [parse_schedule(s.strip(), args.micro_batch, images) for s in names]
 
     source = args.data
     if source == "auto":

@@ -54,6 +54,9 @@ def test_schedule_names(bench):
     assert (light.inner_steps, light.units_per_step, light.outer_lr) == (32, 8, 0.35)
     assert (light.wire, light.seed, light.training_seed(0)) == ("bfloat16", 2, 2)
     assert bench.parse_schedule("sync-64x3-fp16", 64).wire == "float16"
+    textbook = bench.parse_schedule("textbook", 64, 1000)
+    assert (textbook.mode, textbook.unit_images, textbook.inner_steps) == ("local", 1000, 16)
+    assert (textbook.outer_lr, textbook.outer_momentum) == (1.0, 0.0)
     with pytest.raises(ValueError):
         bench.parse_schedule("async-3", 64)
 
@@ -72,6 +75,7 @@ def test_smoke_run_table_is_sane(bench, tmp_path):
     images = report["images"]
     expected_steps = {
         "baseline": math.ceil(images / 64),
+        "textbook": 1,
         "sync-320x3": math.ceil(images / 960),
         "sync-64x3": math.ceil(math.ceil(images / 64) / 3),
         "local-h4x3": math.ceil(math.ceil(images / 256) / 3),
