@@ -215,8 +215,9 @@ class ShardedDataset:
     """An imported dataset as an image source (``len``, ``load``, ``name``).
 
     Shards are read lazily when an index first needs them and kept in a small LRU, so a
-    unit (inside one shard, or a few neighbouring ones for big units) reads each once. ``locate`` maps a manifest
-    entry to a local file; the worker passes one that downloads into its cache.
+    unit (inside one shard, or a few neighbouring ones for big units) reads each once.
+    ``locate`` maps a manifest entry to a local file; the worker passes one that downloads
+    into its cache.
     """
 
     def __init__(
