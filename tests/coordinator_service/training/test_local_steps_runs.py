@@ -213,12 +213,15 @@ def test_presets_train_local_steps_unless_told_otherwise() -> None:
     from coordinator_service.training.presets import resolve
 
     for preset, units in (("small", 3), ("medium", 8), ("large", 24)):
-        config = resolve(preset, {})  # docs/local-steps.md: H = 16, 1,024-image units, bf16
+        config = resolve(preset, {})  # docs/local-steps.md: H = 32, 2,048-image units, bf16
         assert (config.result_kind, config.inner_steps, config.images_per_unit) == (
-            "local_steps", 16, 1024
+            "local_steps", 32, 2048
         )
         assert (config.result_dtype, config.units_per_step) == ("bfloat16", units)
         assert (config.outer_lr, config.outer_momentum, config.outer_nesterov) == (0.7, 0.9, True)
+        smaller = resolve(preset, {"images_per_unit": 640})  # H follows: one pass of 64s
+        assert (smaller.images_per_unit, smaller.inner_steps) == (640, 10)
+        assert resolve(preset, {"images_per_unit": 640, "inner_steps": 4}).inner_steps == 4
         sync = resolve(preset, {"result_kind": "gradients"})  # the preset's H is dropped
         assert (sync.inner_steps, sync.images_per_unit, sync.result_dtype) == (
             None, 320, "float32"
