@@ -1,7 +1,7 @@
 """From accepted results to W_t+1: sample-weighted averaging and the optimizer step. Pure.
 
-The coordinator's aggregator and ``gan-train-local`` call exactly these functions, which
-is why one worker with one unit per step reproduces a local training step.
+The strategies in ``shared.strategies`` fold results with these functions, for the
+coordinator and ``gan-train-local`` alike.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from shared.codec import OptimizerState
-from shared.training_step import UnitMetrics, UnitResult
+from shared.unit_result import UnitMetrics, UnitResult
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,11 @@ def aggregate(results: Sequence[UnitResult]) -> Aggregate:
             for key in dicts[0]
         }
 
-    def mean_metric(name: str) -> float:
-        return sum(w * getattr(r.metrics, name) for w, r in zip(weights, results, strict=True))
+    def mean_metric(name: str) -> float | None:
+        values = [getattr(r.metrics, name) for r in results]
+        if any(v is None for v in values):
+            return None
+        return sum(w * v for w, v in zip(weights, values, strict=True))
 
     return Aggregate(
         kind=results[0].kind,
@@ -92,18 +95,22 @@ def adam_step(
     gradients: Mapping[str, Tensor],
     state: OptimizerState,
     config: AdamConfig,
+    *,
+    step: int | None = None,
 ) -> tuple[dict[str, Tensor], OptimizerState]:
     """One Adam update of the parameters named in ``gradients``; inputs are not modified.
 
-    The arithmetic follows torch.optim.Adam's single-tensor path operation by operation,
-    so a local run with torch's optimizer and ours agree to float rounding.
+    ``step`` is the 1-based count of this update for bias correction (default: the
+    state's count plus one); moments of parameters not in ``gradients`` are kept. The
+    arithmetic follows torch.optim.Adam's single-tensor path operation by operation, so
+    torch's optimizer and ours agree to the last bit on the CPU.
     """
-    step = state.step + 1
+    step = state.step + 1 if step is None else step
     bias1 = 1 - config.beta1**step
     bias2_sqrt = (1 - config.beta2**step) ** 0.5
     new_weights = dict(weights)
-    exp_avg: dict[str, Tensor] = {}
-    exp_avg_sq: dict[str, Tensor] = {}
+    exp_avg = dict(state.exp_avg)
+    exp_avg_sq = dict(state.exp_avg_sq)
     for name, grad in gradients.items():
         m = state.exp_avg[name].lerp(grad, 1 - config.beta1)
         v = state.exp_avg_sq[name].mul(config.beta2).addcmul_(grad, grad, value=1 - config.beta2)
@@ -111,18 +118,6 @@ def adam_step(
         new_weights[name] = weights[name].addcdiv(m, denom, value=-config.lr / bias1)
         exp_avg[name], exp_avg_sq[name] = m, v
     return new_weights, OptimizerState(step, exp_avg, exp_avg_sq, state.momentum)
-
-
-def apply_gradients(
-    weights: Mapping[str, Tensor],
-    combined: Aggregate,
-    state: OptimizerState,
-    config: AdamConfig,
-) -> tuple[dict[str, Tensor], OptimizerState]:
-    """W_t+1: Adam on the averaged gradients, BatchNorm buffers set to their average."""
-    new_weights, new_state = adam_step(weights, combined.tensors, state, config)
-    new_weights.update(combined.buffers)
-    return new_weights, new_state
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from shared.models import StateSpec
-from shared.training_step import GRADIENTS, RESULT_KINDS, UnitMetrics, UnitResult
+from shared.unit_result import UnitMetrics, UnitResult
 
 FORMAT_RESULT = "ganns-result/1"
 FORMAT_SNAPSHOT = "ganns-snapshot/1"
@@ -37,7 +37,7 @@ _BYTES_PER_DTYPE = {"F32": 4, "F16": 2, "BF16": 2}
 _HEADER_SLACK = 1 << 20  # JSON header and metadata: generous, still a hard bound
 
 # Tensor name prefixes inside a file.
-_RESULT_TENSOR_PREFIX = {GRADIENTS: "gradient.", "local_steps": "delta."}
+_TENSOR = "tensor."
 _BUFFER = "buffer."
 _WEIGHT = "weight."
 _EXP_AVG = "adam.exp_avg."
@@ -47,6 +47,15 @@ _MOMENTUM = "outer.momentum."
 
 class CodecError(ValueError):
     """A safetensors body that does not match what the model and protocol expect."""
+
+
+@dataclass(frozen=True)
+class ResultLayout:
+    """What a valid result of one kind holds: names and shapes, from the run's strategy."""
+
+    kind: str
+    tensors: Mapping[str, tuple[int, ...]]
+    buffers: Mapping[str, tuple[int, ...]]
 
 
 @dataclass
@@ -89,9 +98,8 @@ def encode_result(result: UnitResult, dtype: torch.dtype = torch.float32) -> byt
     """A unit result as safetensors bytes; ``dtype`` (fp32, fp16, bf16) sets the wire size."""
     if dtype not in DTYPE_NAMES.values():
         raise CodecError(f"unsupported wire dtype {dtype}")
-    prefix = _RESULT_TENSOR_PREFIX[result.kind]
     tensors = {
-        prefix + k: v.detach().to("cpu", dtype).contiguous() for k, v in result.tensors.items()
+        _TENSOR + k: v.detach().to("cpu", dtype).contiguous() for k, v in result.tensors.items()
     }
     tensors.update(
         {_BUFFER + k: v.detach().to("cpu", dtype).contiguous() for k, v in result.buffers.items()}
@@ -101,10 +109,7 @@ def encode_result(result: UnitResult, dtype: torch.dtype = torch.float32) -> byt
         "kind": result.kind,
         "iteration": str(result.iteration),
         "num_samples": str(result.num_samples),
-        "g_loss": repr(result.metrics.g_loss),
-        "d_loss": repr(result.metrics.d_loss),
-        "d_real_accuracy": repr(result.metrics.d_real_accuracy),
-        "d_fake_accuracy": repr(result.metrics.d_fake_accuracy),
+        **{name: repr(value) for name, value in vars(result.metrics).items() if value is not None},
         **{f"extra.{k}": v for k, v in result.extra.items()},
     }
     return st_save(tensors, metadata)
@@ -112,41 +117,45 @@ def encode_result(result: UnitResult, dtype: torch.dtype = torch.float32) -> byt
 
 def decode_result(
     data: bytes,
-    spec: StateSpec,
+    layout: ResultLayout,
     *,
-    expected_kind: str | None = None,
     allowed_dtypes: tuple[str, ...] = ("F32", "F16", "BF16"),
 ) -> UnitResult:
-    """Validate and decode a result body into float32 tensors; raise CodecError on any flaw."""
-    if len(data) > max_result_bytes(spec):
-        raise CodecError(f"result is {len(data)} bytes, more than {max_result_bytes(spec)} allowed")
+    """Validate and decode a result body into float32 tensors; raise CodecError on any flaw.
+
+    The header is checked against ``layout`` (kind, every name and shape) before any
+    tensor is read, so a wrong or hostile body costs no allocation.
+    """
+    limit = sum(math.prod(s) for s in (*layout.tensors.values(), *layout.buffers.values()))
+    limit = limit * 4 + _HEADER_SLACK
+    if len(data) > limit:
+        raise CodecError(f"result is {len(data)} bytes, more than {limit} allowed")
     header, metadata = _read_header(data)
     if metadata.get("format") != FORMAT_RESULT:
         raise CodecError(f"metadata 'format' must be {FORMAT_RESULT!r}")
     kind = metadata.get("kind", "")
-    if kind not in RESULT_KINDS:
-        raise CodecError(f"metadata 'kind' must be one of {RESULT_KINDS}, got {kind!r}")
-    if expected_kind is not None and kind != expected_kind:
-        raise CodecError(f"this run expects results of kind {expected_kind!r}, got {kind!r}")
-    prefix = _RESULT_TENSOR_PREFIX[kind]
-    expected = {prefix + k: s for k, s in spec.parameters.items()}
-    expected.update({_BUFFER + k: s for k, s in spec.buffers.items()})
+    if kind != layout.kind:
+        raise CodecError(f"this unit expects a result of kind {layout.kind!r}, got {kind!r}")
+    expected = {_TENSOR + k: s for k, s in layout.tensors.items()}
+    expected.update({_BUFFER + k: s for k, s in layout.buffers.items()})
     _check_header(header, expected, allowed_dtypes)
     tensors = _load_finite(data)
     iteration = _int_field(metadata, "iteration", minimum=0)
     num_samples = _int_field(metadata, "num_samples", minimum=1)
+    bounds = {"d_real_accuracy": (0.0, 1.0), "d_fake_accuracy": (0.0, 1.0)}
     metrics = UnitMetrics(
-        g_loss=_float_field(metadata, "g_loss"),
-        d_loss=_float_field(metadata, "d_loss"),
-        d_real_accuracy=_float_field(metadata, "d_real_accuracy", 0.0, 1.0),
-        d_fake_accuracy=_float_field(metadata, "d_fake_accuracy", 0.0, 1.0),
+        **{
+            name: _float_field(metadata, name, *bounds.get(name, (-math.inf, math.inf)))
+            for name in ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
+            if name in metadata
+        }
     )
     return UnitResult(
         kind=kind,
         iteration=iteration,
         num_samples=num_samples,
-        tensors={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-        buffers={k[len(_BUFFER) :]: v for k, v in tensors.items() if k.startswith(_BUFFER)},
+        tensors=_strip(tensors, _TENSOR),
+        buffers=_strip(tensors, _BUFFER),
         metrics=metrics,
         extra={k[6:]: v for k, v in metadata.items() if k.startswith("extra.")},
     )

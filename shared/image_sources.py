@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from shared.builtin_faces import BuiltinFaces
+from shared.dataset_shards import MANIFEST_NAME, ShardedDataset
 
 IMAGE_SIZE = 64
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -74,8 +75,41 @@ class FolderImages:
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+BUILTIN_SHARD_SIZE = 1000  # the coordinator's virtual shards of the built-in faces
+
+
 def open_source(spec: str, *, builtin_size: int = 20_000, seed: int = 0) -> ImageSource:
-    """``builtin`` for the generated faces, otherwise a path to a folder of images."""
+    """``builtin`` for the generated faces, a folder imported with ``gan-coordinator
+    dataset import`` (it holds ``manifest.json``), or any other folder of images."""
     if spec == "builtin":
         return BuiltinFaces(size=builtin_size, seed=seed)
+    if (Path(spec) / MANIFEST_NAME).is_file():
+        return ShardedDataset(spec)
     return FolderImages(spec)
+
+
+class FirstChannels:
+    """A source keeping its first ``channels`` channels (grey images stored as RGB)."""
+
+    def __init__(self, source: ImageSource, channels: int) -> None:
+        self.source, self.channels, self.name = source, channels, source.name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, indices: Sequence[int]) -> torch.Tensor:
+        """The inner source's images, cut to ``channels``."""
+        return self.source.load(indices)[:, : self.channels].contiguous()
+
+
+def shard_size_of(source: ImageSource) -> int:
+    """The shard size an epoch's walk uses for this source: an imported dataset's own
+    (the coordinator's order), the built-in faces' virtual one, and for a plain folder
+    the whole folder (one uniform shuffle)."""
+    if isinstance(source, FirstChannels):
+        return shard_size_of(source.source)
+    if isinstance(source, ShardedDataset):
+        return source.manifest.shard_size
+    if isinstance(source, BuiltinFaces):
+        return BUILTIN_SHARD_SIZE
+    return len(source)

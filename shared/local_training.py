@@ -1,17 +1,19 @@
-"""``gan-train-local``: the whole DCGAN on one machine, with the distributed path's own code.
+"""``gan-train-local``: the textbook DCGAN loop on one machine, or on a lab under torchrun.
 
-Each step is one "unit" of ``batch_size`` images run through
-``shared.training_step.compute_gradients`` and applied with
-``shared.aggregation.apply_gradients`` — exactly what a coordinator does with one
-worker and one unit per step — so local and class runs are directly comparable.
+Each iteration takes the next batch of the epoch's order (``shared.epoch_order``, the
+order the coordinator cuts units from) and runs the synchronous strategy's two phases
+on it, folding each exactly as the coordinator folds one worker's unit: so
+``gan-train-local`` at batch B, a one-worker synchronous run at units of B and
+pytorch/examples' dcgan at batch B take the same steps. Under ``torchrun
+--nproc-per-node N`` every rank computes its B/N images and DDP averages the
+gradients (``shared.distributed``); the steps are those of a coordinator run with N
+units of B/N per phase.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,13 +21,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
+from shared import distributed
+from shared.aggregation import AdamConfig
 from shared.codec import OptimizerState, decode_snapshot, encode_snapshot, read_metadata
-from shared.devices import describe_device, resolve_device
-from shared.image_sources import ImageSource, open_source
+from shared.epoch_order import epoch_order
+from shared.image_sources import ImageSource, shard_size_of
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.samples import fixed_noise, sample_grid_png
-from shared.training_step import compute_gradients
+from shared.strategies import Synchronous
+from shared.unit_result import UnitMetrics
 
 
 @dataclass
@@ -48,12 +52,6 @@ class LocalRun:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     adam: AdamConfig = field(default_factory=AdamConfig)
-
-
-def epoch_permutation(seed: int, epoch: int, size: int) -> list[int]:
-    """The seeded image order of one epoch (the coordinator walks epochs the same way)."""
-    rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(size, generator=rng).tolist()
 
 
 def save_checkpoint(path: Path, run: LocalRun, progress: Progress, weights, optimizer) -> None:
@@ -86,6 +84,13 @@ def load_checkpoint(path: Path) -> tuple[LocalRun, Progress, dict, OptimizerStat
     return run, progress, snapshot.weights, snapshot.optimizer
 
 
+def _batch(order: list[int], progress: Progress, run: LocalRun, total: int, ranks: int) -> int:
+    """Images in the next global batch: the run's size, cut by the epoch's end and the
+    budget, and under torchrun to a multiple of the ranks (DDP averages equal shares)."""
+    take = min(run.batch_size, len(order) - progress.position, total - progress.images_seen)
+    return take - take % ranks
+
+
 def train(
     run: LocalRun,
     *,
@@ -97,60 +102,79 @@ def train(
     checkpoint_every: int,
     resume: Path | None = None,
     dry_run: bool = False,
+    world: distributed.World | None = None,
 ) -> Progress:
-    """Train until ``total_images`` images were seen; write samples and checkpoints."""
+    """Train until ``total_images`` images were seen; rank 0 writes samples and checkpoints."""
+    world = world or distributed.World()
+    if run.batch_size % world.size:
+        raise ValueError(f"--batch-size {run.batch_size} must divide into {world.size} ranks")
     generator, discriminator = build_models(run.model, seed=run.seed)
     weights = model_state(generator, discriminator)
     spec = StateSpec.from_config(run.model)
-    optimizer = initial_optimizer_state({k: weights[k] for k in spec.parameters})
+    strategy = Synchronous(
+        seed=run.seed,
+        batch_size=run.batch_size // world.size,
+        latent_dim=run.model.latent_dim,
+        adam=run.adam,
+    )
+    optimizer = strategy.initial_optimizer({k: weights[k] for k in spec.parameters})
     progress = Progress()
     if resume is not None:
         _, progress, weights, optimizer = load_checkpoint(resume)
         load_model_state(generator, discriminator, weights)
     generator.to(device)
     discriminator.to(device)
-    noise = fixed_noise(run.seed, 64, run.model.latent_dim)
-    output.mkdir(parents=True, exist_ok=True)
-    order = epoch_permutation(run.seed, progress.epoch, len(source))
-    bar = tqdm(
-        total=total_images,
-        initial=min(progress.images_seen, total_images),
-        unit="img",
-        dynamic_ncols=True,
-        disable=None,
+    # Each phase steps one network: DDP wraps the one whose gradient is averaged.
+    phase_nets = (
+        (generator, distributed.wrap(discriminator, world, device)),
+        (distributed.wrap(generator, world, device), discriminator),
     )
+    noise = fixed_noise(run.seed, 64, run.model.latent_dim)
+    shard_size = shard_size_of(source)
+    order = epoch_order(run.seed, progress.epoch, len(source), shard_size)
+    if world.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=total_images, initial=min(progress.images_seen, total_images), unit="img",
+        dynamic_ncols=True, disable=None if world.is_main else True,
+    )  # fmt: skip
     started, started_images = time.perf_counter(), progress.images_seen
     while progress.images_seen < total_images:
         if progress.position >= len(order):
             progress.epoch, progress.position = progress.epoch + 1, 0
-            order = epoch_permutation(run.seed, progress.epoch, len(source))
-        take = min(
-            run.batch_size, len(order) - progress.position, total_images - progress.images_seen
-        )
-        indices = order[progress.position : progress.position + take]
-        result = compute_gradients(
-            generator,
-            discriminator,
-            source.load(indices),
-            indices,
-            batch_size=run.batch_size,
-            seed=run.seed,
-            iteration=progress.iteration,
-        )
-        weights, optimizer = apply_gradients(weights, aggregate([result]), optimizer, run.adam)
-        load_model_state(generator, discriminator, weights)
+            order = epoch_order(run.seed, progress.epoch, len(source), shard_size)
+        take = _batch(order, progress, run, total_images, world.size)
+        if take == 0:  # fewer images left in the epoch than ranks
+            progress.position = len(order)
+            continue
+        batch = order[progress.position : progress.position + take]
+        mine = world.slice(batch)
+        images = source.load(mine)
+        metrics = UnitMetrics()
+        for phase, nets in enumerate(phase_nets):
+            version = 2 * progress.iteration + phase
+            result = strategy.compute(
+                *nets, images if strategy.needs_images(version) else None, mine, version=version
+            )
+            result.buffers = distributed.mean_across_ranks(result.buffers, world)
+            fold = strategy.fold(weights, optimizer, [result], version=version)
+            weights, optimizer = fold.weights, fold.optimizer
+            load_model_state(generator, discriminator, weights)
+            metrics = metrics.merged(result.metrics)
         progress.iteration += 1
         progress.position += take
         progress.images_seen += take
         rate = (progress.images_seen - started_images) / (time.perf_counter() - started)
-        m = result.metrics
         bar.set_postfix_str(
-            f"it {progress.iteration} G {m.g_loss:.3f} D {m.d_loss:.3f} "
-            f"D(x) {m.d_real_accuracy:.0%} D(G(z)) {m.d_fake_accuracy:.0%} {rate:.0f} img/s"
+            f"it {progress.iteration} G {metrics.g_loss:.3f} D {metrics.d_loss:.3f} "
+            f"D(x) {metrics.d_real_accuracy:.0%} D(G(z)) {metrics.d_fake_accuracy:.0%} "
+            f"{rate:.0f} img/s"
         )
         bar.update(take)
         if dry_run:
             break
+        if not world.is_main:
+            continue
         done = progress.images_seen >= total_images
         if done or progress.iteration % sample_every == 0:
             png = sample_grid_png(generator, noise)
@@ -162,107 +186,6 @@ def train(
     return progress
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every option of gan-train-local, with defaults shown in --help."""
-    p = argparse.ArgumentParser(
-        prog="gan-train-local",
-        description="Train the class DCGAN on this machine alone, with the same step as the "
-        "distributed run. Writes sample grids (PNG) and a safetensors checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--dataset",
-        default="builtin",
-        help="'builtin' (generated cartoon faces, no download) or a folder of images",
-    )
-    p.add_argument(
-        "--builtin-size", type=int, default=20_000, help="images in the built-in dataset"
-    )
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument(
-        "--epochs", type=float, default=None, help="passes over the dataset (default 1)"
-    )
-    budget.add_argument("--images", type=int, default=None, help="stop after this many images")
-    p.add_argument("--batch-size", type=int, default=64, help="images per optimizer step")
-    p.add_argument("--lr", type=float, default=AdamConfig.lr, help="Adam learning rate")
-    p.add_argument("--beta1", type=float, default=AdamConfig.beta1, help="Adam beta1")
-    p.add_argument("--beta2", type=float, default=AdamConfig.beta2, help="Adam beta2")
-    p.add_argument("--latent-dim", type=int, default=100, help="size of the generator's input")
-    p.add_argument("--features", type=int, default=64, help="feature maps of both networks")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, image order and noise")
-    p.add_argument("--output", type=Path, default=Path("outputs/local"), help="output folder")
-    p.add_argument("--sample-every", type=int, default=50, help="iterations between sample grids")
-    p.add_argument(
-        "--checkpoint-every", type=int, default=200, help="iterations between checkpoints"
-    )
-    p.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        help="continue from a checkpoint (its run settings win over the flags above)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--dry-run", action="store_true", help="one step, nothing written")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``gan-train-local``."""
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-        if args.resume is not None:
-            run, progress, _, _ = load_checkpoint(args.resume)
-            print(
-                f"Resuming from {args.resume} at iteration {progress.iteration} "
-                f"({progress.images_seen} images seen)"
-            )
-        else:
-            run = LocalRun(
-                dataset=args.dataset,
-                builtin_size=args.builtin_size,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                model=ModelConfig(
-                    latent_dim=args.latent_dim,
-                    generator_features=args.features,
-                    discriminator_features=args.features,
-                ),
-                adam=AdamConfig(lr=args.lr, beta1=args.beta1, beta2=args.beta2),
-            )
-        source = open_source(run.dataset, builtin_size=run.builtin_size, seed=run.seed)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    total = args.images if args.images is not None else math.ceil((args.epochs or 1) * len(source))
-    print(
-        f"Training on {source.name} ({len(source)} images) with {describe_device(device)}, "
-        f"batch {run.batch_size}, until {total} images; output in {args.output}"
-    )
-    progress = train(
-        run,
-        source=source,
-        total_images=total,
-        device=device,
-        output=args.output,
-        sample_every=args.sample_every,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-        dry_run=args.dry_run,
-    )
-    if args.dry_run:
-        print("Dry run: one step completed, nothing written.")
-    else:
-        print(
-            f"Done: {progress.iteration} iterations, {progress.images_seen} images. "
-            f"Samples: {args.output / 'samples_latest.png'}; "
-            f"checkpoint: {args.output / 'checkpoint.safetensors'}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def total_images_for(epochs: float | None, images: int | None, dataset_size: int) -> int:
+    """The image budget from ``--epochs`` or ``--images`` (one epoch by default)."""
+    return images if images is not None else math.ceil((epochs or 1) * dataset_size)

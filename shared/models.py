@@ -8,7 +8,6 @@ codec, the aggregator and the database never need to know the layer structure.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -88,31 +87,52 @@ class Discriminator(nn.Module):
         return self.main(x).view(-1)
 
 
-def dcgan_init(module: nn.Module) -> None:
+def dcgan_init(module: nn.Module, rng: torch.Generator | None = None) -> None:
     """DCGAN paper init: conv weights N(0, 0.02), BatchNorm scale N(1, 0.02) and shift 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        nn.init.normal_(module.weight, 0.0, 0.02, generator=rng)
     elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.normal_(module.weight, 1.0, 0.02, generator=rng)
         nn.init.zeros_(module.bias)
+        module.reset_running_stats()
 
 
 def build_models(config: ModelConfig, seed: int | None = None) -> tuple[Generator, Discriminator]:
-    """Both networks with DCGAN init; a seed makes the initial weights reproducible."""
+    """Both networks with DCGAN init; a seed makes the initial weights reproducible.
+
+    The layers are built on the meta device and every tensor is then set from one
+    ``torch.Generator``: the process-wide RNG is never drawn from, so another thread
+    drawing from it (a server building sample grids) cannot change a seeded init.
+    """
     if config.image_size != 64:
         raise ValueError("only 64x64 images are supported by this DCGAN")
-    fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-    with fork:
-        if seed is not None:
-            torch.manual_seed(seed)
+    rng = torch.Generator()
+    if seed is None:
+        rng.seed()
+    else:
+        rng.manual_seed(seed)
+    with torch.device("meta"):
         generator = Generator(config.latent_dim, config.generator_features, config.channels)
         discriminator = Discriminator(config.discriminator_features, config.channels)
-        generator.apply(dcgan_init)
-        discriminator.apply(dcgan_init)
-    return generator, discriminator
+    nets = (generator.to_empty(device="cpu"), discriminator.to_empty(device="cpu"))
+    for net in nets:
+        for module in net.modules():
+            dcgan_init(module, rng)
+    return nets
 
 
 # --- the flat weight layout ------------------------------------------------------------
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
+    inner = getattr(net, "module", None)
+    return inner if isinstance(inner, nn.Module) else net
+
+
+def batch_norms(net: nn.Module) -> list[nn.BatchNorm2d]:
+    """The network's BatchNorm layers, in order."""
+    return [m for m in unwrap(net).modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 def _is_synced_buffer(name: str) -> bool:
@@ -138,7 +158,7 @@ def named_parameters(generator: nn.Module, discriminator: nn.Module) -> dict[str
 def buffer_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, Tensor]:
     """Flat name -> detached copy of each BatchNorm running statistic."""
     out: dict[str, Tensor] = {}
-    for prefix, net in ((GENERATOR, generator), (DISCRIMINATOR, discriminator)):
+    for prefix, net in ((GENERATOR, unwrap(generator)), (DISCRIMINATOR, unwrap(discriminator))):
         for name, buf in net.named_buffers():
             if _is_synced_buffer(name):
                 out[f"{prefix}.{name}"] = buf.detach().clone().cpu()

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 API_PREFIX = "/api/v1"
 LEASE_HEADER = "X-Lease-Id"
 
-ResultKind = Literal["gradients", "local_steps"]
+ResultKind = Literal["synchronous", "local_steps"]
 WireDtype = Literal["float32", "float16", "bfloat16"]
 
 
@@ -113,7 +113,8 @@ class RunInfo(_Model):
     seed: int
     model: ModelSpecInfo
     dataset: DatasetInfo
-    result_kind: ResultKind = "gradients"
+    result_kind: ResultKind = "synchronous"
+    batch_size: int = Field(default=64, ge=1, description="the run's micro-batch size")
     result_dtype: WireDtype = "float32"
     local_steps: LocalStepsInfo | None = None
 
@@ -144,7 +145,8 @@ class WorkUnit(_Model):
                         "dataset": {"dataset_id": "builtin-faces-20000-seed0",
                                     "kind": "builtin", "num_images": 20000,
                                     "builtin_seed": 0, "shard_size": 1000},
-                        "result_kind": "gradients", "result_dtype": "float32",
+                        "result_kind": "synchronous", "batch_size": 64,
+                        "result_dtype": "float32",
                         "local_steps": None,
                     },
                 }
@@ -237,8 +239,13 @@ class RunConfig(_Model):
     """Every option of a training run; stored with the run and never changed afterwards."""
 
     dataset: DatasetConfig = Field(default_factory=BuiltinDatasetConfig)
-    images_per_unit: int = Field(default=320, ge=1, le=100_000)
-    units_per_step: int = Field(default=4, ge=1, le=10_000)
+    images_per_unit: int = Field(default=64, ge=1, le=100_000)
+    units_per_step: int = Field(default=2, ge=1, le=10_000)
+    batch_size: int = Field(
+        default=64, ge=1, le=4096,
+        description="micro-batch size, fixed by the run: in training mode BatchNorm's "
+        "batch statistics make a gradient depend on it, so every worker uses this one",
+    )
     step_timeout: float = Field(default=300.0, gt=0, description="seconds from iteration start")
     lease_seconds: float = Field(default=300.0, gt=0)
     backup_after_seconds: float = Field(
@@ -253,7 +260,7 @@ class RunConfig(_Model):
     seed: int = Field(default=0, ge=0, le=2**62)
     max_epochs: int | None = Field(default=None, ge=1)
     max_iterations: int | None = Field(default=None, ge=1)
-    result_kind: ResultKind = "gradients"
+    result_kind: ResultKind = "synchronous"
     result_dtype: WireDtype = "float32"
     # Local-steps runs only (null otherwise; filled with the defaults below when a
     # local-steps run leaves them out). ``lr``/``beta1``/``beta2`` above are the
@@ -261,8 +268,8 @@ class RunConfig(_Model):
     # outer optimizer instead.
     inner_steps: int | None = Field(
         default=None, ge=1, le=100_000,
-        description="H, a worker's Adam steps per unit (default: one pass over the unit "
-        "at 64-image micro-batches)",
+        description="H, a worker's Adam steps per unit: one per micro-batch, so it must be "
+        "images_per_unit / batch_size rounded up (the default)",
     )
     inner_lr: float | None = Field(default=None, gt=0, description="inner Adam lr (2e-4)")
     inner_beta1: float | None = Field(default=None, ge=0, lt=1, description="(0.5)")
@@ -280,8 +287,16 @@ class RunConfig(_Model):
                     f"{', '.join(given)} only apply to runs with result_kind 'local_steps'"
                 )
             return self
+        steps = -(-self.images_per_unit // self.batch_size)  # ceil: each image once
         if self.inner_steps is None:
-            self.inner_steps = -(-self.images_per_unit // LOCAL_STEPS_BATCH)  # ceil
+            self.inner_steps = steps
+        elif self.inner_steps != steps:
+            raise ValueError(
+                f"inner_steps {self.inner_steps} would train a unit of {self.images_per_unit} "
+                f"images at micro-batch {self.batch_size} in {steps} steps; set "
+                f"images_per_unit to inner_steps x batch_size ({self.inner_steps * self.batch_size})"
+                " or leave inner_steps out"
+            )
         for name, default in LOCAL_STEPS_DEFAULTS.items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
@@ -302,8 +317,7 @@ class RunConfig(_Model):
 
 
 # A local-steps run's defaults: inner Adam as DCGAN's, outer Nesterov SGD as DiLoCo's.
-# inner_steps defaults to one pass over the unit at LOCAL_STEPS_BATCH-image micro-batches.
-LOCAL_STEPS_BATCH = 64
+# inner_steps follows from the unit and the micro-batch (one pass over the unit).
 LOCAL_STEPS_DEFAULTS: dict[str, object] = {
     "inner_steps": None,
     "inner_lr": 2e-4,
@@ -346,7 +360,7 @@ class UnitCounts(_Model):
 
 
 class HistoryEntry(_Model):
-    """One optimizer step: the averaged losses and D accuracies of its results."""
+    """One fold (a published version): the averaged losses and D accuracies of its results."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -364,10 +378,11 @@ class HistoryEntry(_Model):
 
     iteration: int
     epoch: int
-    g_loss: float
-    d_loss: float
-    d_real_accuracy: float
-    d_fake_accuracy: float
+    # A synchronous D phase has no G loss of its own and a G phase no D loss: None there.
+    g_loss: float | None
+    d_loss: float | None
+    d_real_accuracy: float | None
+    d_fake_accuracy: float | None
     num_results: int
     num_workers: int
     num_images: int

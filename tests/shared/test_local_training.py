@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from shared.local_training import load_checkpoint, main
+from shared.local_training import load_checkpoint
+from shared.train_local_cli import main
 
 # A narrower model keeps a few thousand images within seconds on two cores; the
 # contract tests elsewhere use the real size.
@@ -80,7 +81,7 @@ def test_folder_dataset_and_the_console_script(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "shared.local_training",
+            "shared.train_local_cli",
             "--dataset",
             str(folder),
             "--dry-run",
