@@ -41,6 +41,7 @@ def _yes_no(value: str) -> bool:
 RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "images_per_unit": ("images_per_unit", int),
     "units_per_step": ("units_per_step", int),
+    "batch_size": ("batch_size", int),
     "step_timeout": ("step_timeout", float),
     "lease_seconds": ("lease_seconds", float),
     "backup_after": ("backup_after_seconds", float),

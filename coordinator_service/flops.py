@@ -2,12 +2,12 @@
 
 Counted analytically from the DCGAN layer shapes (``shared.models``), convolutions only
 (BatchNorm and activations are a rounding error next to them), one multiply-add = 2
-FLOPs. One image of a gradients unit costs (see ``shared.training_step``): G forward;
-D forward on the real and on the fake image; D's weight gradients from the D loss
-through both D passes (input gradients everywhere but D's first layer); then G's
-gradients from the G loss, through D's fake pass (input gradients only) and all of G
-(weight gradients, input gradients everywhere but G's first layer). A test checks the
-count against torch's own FlopCounterMode on the real step.
+FLOPs. One image of a synchronous iteration costs (see ``shared.gan_step``): in the D
+phase a G forward and D forwards on the real and the fake image, D's weight gradients
+through both D passes (input gradients everywhere but D's first layer); in the G phase
+G and D forwards again, then G's gradients through D's pass (input gradients only) and
+all of G (weight gradients, input gradients everywhere but G's first layer). A test
+checks the count against torch's own FlopCounterMode on the real phases.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def discriminator_macs(features: int, channels: int = 3) -> LayerMacs:
 def flops_per_image(
     latent_dim: int, generator_features: int, discriminator_features: int, channels: int = 3
 ) -> int:
-    """Convolution FLOPs of one image's share of a gradients unit."""
+    """Convolution FLOPs of one image's textbook iteration (both synchronous phases)."""
     g = generator_macs(latent_dim, generator_features, channels)
     d = discriminator_macs(discriminator_features, channels)
-    forward = g.total + 2 * d.total
+    forward = 2 * g.total + 3 * d.total  # D phase: G, D(real), D(fake); G phase: G, D
     d_backward = 2 * (d.total + (d.total - d.first))  # weight + input grads, real and fake
     g_backward = d.total + g.total + (g.total - g.first)  # through D's fake pass, then G
     return 2 * (forward + d_backward + g_backward)

@@ -52,7 +52,14 @@ class Settings(BaseSettings):
     aggregator_tick_seconds: float = Field(default=0.25, gt=0)
     keep_last_states: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
-    sample_every: int = Field(default=10, ge=0, description="0 disables sample grids")
+    sample_every: int = Field(
+        default=10, ge=0, description="a sample grid every N iterations (0: by time only)"
+    )
+    sample_seconds: float = Field(
+        default=30.0, ge=0,
+        description="also a grid after any iteration once this many seconds passed since the "
+        "last one (the first iteration always gets one); 0: by iterations only",
+    )
     weights_cache_size: int = Field(default=4, ge=1)
 
     @model_validator(mode="after")

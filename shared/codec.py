@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -216,6 +216,56 @@ def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
         optimizer=optimizer,
         metadata=metadata,
     )
+
+
+def select_snapshot(data: bytes, networks: Sequence[str]) -> bytes:
+    """The part of a served snapshot a worker lacks after one fold: the parameters of
+    ``networks`` and every BatchNorm buffer. Cut from the bytes (no tensor decoded), so
+    the part holds exactly the values of the whole."""
+    header, metadata = _read_header(data)
+    (length,) = struct.unpack("<Q", data[:8])
+    body = memoryview(data)[8 + length :]
+    wanted = tuple(f"{_WEIGHT}{n}." for n in networks)
+    keep = sorted(
+        (name for name in header if name.startswith(wanted) or _is_buffer_weight(name)),
+        key=lambda name: header[name]["data_offsets"][0],
+    )
+    new_header: dict[str, object] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in keep:
+        start, stop = header[name]["data_offsets"]
+        chunks.append(bytes(body[start:stop]))
+        new_header[name] = {**header[name], "data_offsets": [offset, offset + stop - start]}
+        offset += stop - start
+    new_header["__metadata__"] = {**metadata, "networks": ",".join(networks)}
+    raw = json.dumps(new_header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+
+
+def decode_partial_snapshot(data: bytes, spec: StateSpec, networks: Sequence[str]) -> Snapshot:
+    """Validate and decode what :func:`select_snapshot` cut: those networks' parameters
+    and every buffer, nothing else."""
+    if len(data) > max_snapshot_bytes(spec):
+        raise CodecError(f"snapshot is {len(data)} bytes, more than {max_snapshot_bytes(spec)}")
+    header, metadata = _read_header(data)
+    if metadata.get("format") != FORMAT_SNAPSHOT:
+        raise CodecError(f"metadata 'format' must be {FORMAT_SNAPSHOT!r}")
+    wanted = tuple(f"{n}." for n in networks)
+    expected = {_WEIGHT + k: v for k, v in spec.parameters.items() if k.startswith(wanted)}
+    expected.update({_WEIGHT + k: v for k, v in spec.buffers.items()})
+    _check_header(header, expected, ("F32",))
+    return Snapshot(
+        iteration=_int_field(metadata, "iteration", minimum=0),
+        weights=_strip(_load_finite(data), _WEIGHT),
+        optimizer=None,
+        metadata=metadata,
+    )
+
+
+def _is_buffer_weight(name: str) -> bool:
+    return name.endswith((".running_mean", ".running_var"))
 
 
 def read_metadata(data: bytes) -> dict[str, str]:

@@ -73,31 +73,36 @@ def frozen_running_stats(net: nn.Module) -> Iterator[None]:
             bn.momentum = momentum
 
 
+def _stats(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    assert bn.running_mean is not None and bn.running_var is not None  # tracked: DCGAN's
+    return bn.running_mean, bn.running_var
+
+
 class _BufferMean:
     """Each micro-batch advances the BatchNorm statistics from the same start; the
     phase ends with their image-weighted mean (a rank each, then averaged)."""
 
     def __init__(self, nets: Sequence[nn.Module]) -> None:
-        self.norms = [bn for net in nets for bn in batch_norms(net)]
-        self.start = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in self.norms]
+        self.stats = [_stats(bn) for net in nets for bn in batch_norms(net)]
+        self.start = [(mean.clone(), var.clone()) for mean, var in self.stats]
         self.sums = [(torch.zeros_like(m), torch.zeros_like(v)) for m, v in self.start]
 
     def reset(self) -> None:
-        for bn, (mean, var) in zip(self.norms, self.start, strict=True):
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
+        for (mean, var), (mean0, var0) in zip(self.stats, self.start, strict=True):
+            mean.copy_(mean0)
+            var.copy_(var0)
 
     def add(self, weight: float) -> None:
-        for bn, (mean, var) in zip(self.norms, self.sums, strict=True):
-            mean.add_(bn.running_mean, alpha=weight)
-            var.add_(bn.running_var, alpha=weight)
+        for (mean, var), (mean_sum, var_sum) in zip(self.stats, self.sums, strict=True):
+            mean_sum.add_(mean, alpha=weight)
+            var_sum.add_(var, alpha=weight)
 
     def finish(self, single: bool) -> None:
         if single:  # one micro-batch: its statistics as they are, bit for bit
             return
-        for bn, (mean, var) in zip(self.norms, self.sums, strict=True):
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
+        for (mean, var), (mean_sum, var_sum) in zip(self.stats, self.sums, strict=True):
+            mean.copy_(mean_sum)
+            var.copy_(var_sum)
 
 
 def micro_batches(count: int, batch_size: int) -> list[slice]:

@@ -294,8 +294,8 @@ class RunConfig(_Model):
             raise ValueError(
                 f"inner_steps {self.inner_steps} would train a unit of {self.images_per_unit} "
                 f"images at micro-batch {self.batch_size} in {steps} steps; set "
-                f"images_per_unit to inner_steps x batch_size ({self.inner_steps * self.batch_size})"
-                " or leave inner_steps out"
+                "images_per_unit to inner_steps x batch_size "
+                f"({self.inner_steps * self.batch_size}) or leave inner_steps out"
             )
         for name, default in LOCAL_STEPS_DEFAULTS.items():
             if getattr(self, name) is None:

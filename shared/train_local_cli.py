@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         source = FirstChannels(source, run.model.channels)
     total = total_images_for(args.epochs, args.images, len(source))
     ranks = f" on {world.size} ranks" if world.size > 1 else ""
-    say(f"Training on {source.name} ({len(source)} images) with {describe_device(device)}"
-        f"{ranks}, batch {run.batch_size}, until {total} images; output in {args.output}")  # fmt: skip
+    say(
+        f"Training on {source.name} ({len(source)} images) with {describe_device(device)}"
+        f"{ranks}, batch {run.batch_size}, until {total} images; output in {args.output}"
+    )
     distributed.start(world, device)
     try:
         progress = train(

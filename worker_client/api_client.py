@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -25,12 +25,14 @@ from shared.protocol import (
     RegisterRequest,
     RegisterResponse,
     ReleaseResponse,
+    ResultKind,
     ResultResponse,
     WorkUnit,
 )
 from worker_client.errors import (
     ApiError,
     AuthError,
+    ConfigError,
     CoordinatorUnavailable,
     JoinCodeRejected,
     NotFound,
@@ -126,7 +128,16 @@ class CoordinatorClient:
         response = self._request("POST", "/work-units/claim", json=body.model_dump(mode="json"))
         if response.status_code == 204:
             return None
-        return self._parse(WorkUnit, response)
+        try:
+            return self._parse(WorkUnit, response)
+        except ApiError:
+            kind = _result_kind(response)
+            if kind is not None and kind not in get_args(ResultKind):
+                raise ConfigError(
+                    f"this class trains in a mode ({kind!r}) that this gan-worker does not "
+                    "know yet: update gan-worker (pip install -U ganns-with-friends)"
+                ) from None
+            raise
 
     def weights(self, url: str) -> bytes:
         """The safetensors snapshot at ``url`` (a unit's ``weights_url``)."""
@@ -191,6 +202,15 @@ class CoordinatorClient:
             raise ApiError(
                 response.status_code, f"unexpected answer: {exc}", "bad_answer"
             ) from None
+
+
+def _result_kind(response: httpx.Response) -> str | None:
+    """The ``run.result_kind`` of a claim answer, read without the model."""
+    try:
+        kind = response.json().get("run", {}).get("result_kind")
+    except (ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def _error_body(response: httpx.Response) -> tuple[str, str]:

@@ -34,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="your name on the leaderboard")
     p.add_argument("--config", type=Path, help="YAML settings file (see config.yaml.template)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per micro-batch")
     p.add_argument(
         "--poll-interval",
         dest="poll_interval",

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from shared.protocol import HardwareInfo
-from shared.training_step import UnitMetrics
+from shared.unit_result import UnitMetrics
 
 log = logging.getLogger("worker_client")
 
@@ -28,10 +28,10 @@ def megabytes(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.1f} MB"
 
 
-def hardware_lines(hw: HardwareInfo, batch_size: int) -> list[str]:
-    """Device, batch size, cores, RAM and VRAM, as the student should see them."""
+def hardware_lines(hw: HardwareInfo) -> list[str]:
+    """Device, cores, RAM and VRAM, as the student should see them."""
     kind = "GPU" if hw.device.startswith(("cuda", "mps")) else "CPU"
-    lines = [f"Device: {hw.device} ({kind}: {hw.device_name})", f"Batch size: {batch_size}"]
+    lines = [f"Device: {hw.device} ({kind}: {hw.device_name})"]
     lines.append(f"CPU cores: {hw.cpu_cores} | RAM: {hw.ram_gb:.1f} GB")
     if hw.gpu_vram_gb:
         lines.append(f"GPU VRAM: {hw.gpu_vram_gb:.1f} GB")
@@ -40,11 +40,17 @@ def hardware_lines(hw: HardwareInfo, batch_size: int) -> list[str]:
 
 
 def metrics_line(m: UnitMetrics) -> str:
-    """``G_loss 2.31 | D_loss 0.87 | D_real 81.2% | D_fake 90.0%``."""
-    return (
-        f"G_loss {m.g_loss:.4f} | D_loss {m.d_loss:.4f} | "
-        f"D_real {100 * m.d_real_accuracy:.1f}% | D_fake {100 * m.d_fake_accuracy:.1f}%"
-    )
+    """``G_loss 2.31 | D_loss 0.87 | D_real 81.2% | D_fake 90.0%``, what the phase has."""
+    parts = []
+    if m.g_loss is not None:
+        parts.append(f"G_loss {m.g_loss:.4f}")
+    if m.d_loss is not None:
+        parts.append(f"D_loss {m.d_loss:.4f}")
+    if m.d_real_accuracy is not None:
+        parts.append(f"D_real {m.d_real_accuracy:.1%}")
+    if m.d_fake_accuracy is not None:
+        parts.append(f"D_fake {m.d_fake_accuracy:.1%}")
+    return " | ".join(parts)
 
 
 def duration(seconds: float) -> str:

@@ -44,7 +44,6 @@ class WorkerSettings(BaseSettings):
     join_code: str | None = Field(default=None, description="class join code (first run only)")
     name: str = Field(default_factory=default_name, min_length=1, max_length=64)
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
-    batch_size: int = Field(default=64, ge=1, le=4096, description="images per micro-batch")
     poll_interval: float = Field(default=2.0, gt=0, description="first wait when no work (s)")
     max_poll_interval: float = Field(default=15.0, gt=0, description="longest wait (s)")
     ca_bundle: Path | None = Field(default=None, description="CA file for a self-signed HTTPS")

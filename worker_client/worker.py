@@ -1,24 +1,21 @@
 """The worker loop: claim, weights, images, compute, upload, repeat; and when to stop.
 
-Only orchestration lives here. HTTP is ``api_client``, the gradient step is
-``shared.training_step`` (local steps: ``shared.local_steps``), images come from
-``images``, weights from ``weights``.
+Only orchestration lives here. HTTP is ``api_client``; what a unit computes is the
+run's strategy (``shared.strategies``), which the loop never inspects; images come
+from ``images``, weights from ``weights``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import torch
 from tqdm import tqdm
 
-from shared.aggregation import AdamConfig
 from shared.codec import DTYPE_NAMES, CodecError, encode_result
-from shared.local_steps import compute_local_steps, local_steps_samples
 from shared.protocol import DatasetInfo, HardwareInfo, ResultResponse, WorkUnit
-from shared.training_step import GRADIENTS, LOCAL_STEPS, compute_gradients
+from shared.strategies import strategy_for
 from worker_client.api_client import CoordinatorClient
 from worker_client.backoff import Backoff
 from worker_client.errors import (
@@ -90,7 +87,7 @@ class Worker:
     def run(self) -> int:
         """Join (or rejoin) the class, then work until told to stop; returns the exit code."""
         log.info("Initializing gan-worker for %s", self.settings.url)
-        for line in hardware_lines(self.hardware, self.settings.batch_size):
+        for line in hardware_lines(self.hardware):
             log.info(line)
         try:
             with self.store.in_use(self.settings.url, self.settings.name):
@@ -220,24 +217,10 @@ class Worker:
             log.info(
                 "Processing work unit %d (iteration %d)%s", unit.unit_id, unit.iteration, backup
             )
-            local = unit.run.local_steps
-            if unit.run.result_kind == LOCAL_STEPS and local is not None:
-                log.info(
-                    "  %d images, %d local steps on micro-batches of up to %d",
-                    n, local.inner_steps, self.settings.batch_size,
-                )  # fmt: skip
-            elif unit.run.result_kind == GRADIENTS:
-                batches = math.ceil(n / self.settings.batch_size)
-                log.info(
-                    "  %d images in %d micro-batches of up to %d",
-                    n, batches, self.settings.batch_size,
-                )  # fmt: skip
-            else:
-                self._release_current()
-                raise ConfigError(
-                    f"this run asks for {unit.run.result_kind!r} results, which this version "
-                    "of gan-worker cannot compute yet; please update it"
-                )
+            log.info(
+                "  %d images in micro-batches of %d (%s run)",
+                n, unit.run.batch_size, unit.run.result_kind.replace("_", " "),
+            )  # fmt: skip
             body = self._compute(unit)
             answer = self._upload(unit, body)
         except LeaseLost as exc:
@@ -279,11 +262,11 @@ class Worker:
             log.info("Work unit %d was already uploaded; counted once", unit.unit_id)
         else:
             log.info("Work unit %d completed successfully!", unit.unit_id)
-        # Images trained on, as the coordinator counts them (local steps may cycle a unit).
         self.totals.add(answer.num_samples, time.perf_counter() - started)
         log.info(self.totals.line())
 
     def _compute(self, unit: WorkUnit) -> bytes:
+        strategy = strategy_for(unit.run)
         generator, discriminator = self.retry.call(
             lambda: self.weights.networks_for(unit),
             holding_unit=True,
@@ -291,41 +274,29 @@ class Worker:
         )
         download = self.weights.last_download
         if download is not None:
+            part = f" ({' and '.join(download.networks)} only)" if download.networks else ""
             log.info(
-                "  Downloaded weights of iteration %d: %s in %.2f s",
+                "  Downloaded weights of iteration %d%s: %s in %.2f s",
                 download.iteration,
+                part,
                 megabytes(download.num_bytes),
                 download.seconds,
             )
-        images = self.retry.call(  # an imported dataset's shards may need downloading
-            lambda: self._image_source(unit.run.dataset).load(unit.image_indices),
-            holding_unit=True,
-            give_up_after=self.settings.upload_retry_seconds,
-        )
-        local = unit.run.local_steps
-        batch_size, n = self.settings.batch_size, len(unit.image_indices)
+        images = None
+        if strategy.needs_images(unit.iteration):
+            images = self.retry.call(  # an imported dataset's shards may need downloading
+                lambda: self._image_source(unit.run.dataset).load(unit.image_indices),
+                holding_unit=True,
+                give_up_after=self.settings.upload_retry_seconds,
+            )
         with tqdm(
-            total=local_steps_samples(n, batch_size, local.inner_steps) if local else n,
-            unit="img",
-            desc="  Training",
-            disable=not self.settings.progress,
-            leave=False,
-            dynamic_ncols=True,
-        ) as bar:
-            if local is not None:  # H Adam steps from W_t; the result is W_t - W_local
-                adam = AdamConfig(local.inner_lr, local.inner_beta1, local.inner_beta2)
-                result = compute_local_steps(
-                    generator, discriminator, images, unit.image_indices,
-                    batch_size=batch_size, inner_steps=local.inner_steps, adam=adam,
-                    seed=unit.run.seed, iteration=unit.iteration,
-                    on_micro_batch=lambda done: _advance(bar, done),
-                )  # fmt: skip
-            else:
-                result = compute_gradients(
-                    generator, discriminator, images, unit.image_indices,
-                    batch_size=batch_size, seed=unit.run.seed, iteration=unit.iteration,
-                    on_micro_batch=lambda done: _advance(bar, done),
-                )  # fmt: skip
+            total=len(unit.image_indices), unit="img", desc="  Training",
+            disable=not self.settings.progress, leave=False, dynamic_ncols=True,
+        ) as bar:  # fmt: skip
+            result = strategy.compute(
+                generator, discriminator, images, unit.image_indices,
+                version=unit.iteration, on_micro_batch=lambda done: _advance(bar, done),
+            )  # fmt: skip
         log.info("  %s", metrics_line(result.metrics))
         return encode_result(result, DTYPE_NAMES[unit.run.result_dtype])
 

@@ -25,6 +25,10 @@ _METRICS = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
 
 def upgrade() -> None:
     op.execute("ALTER TABLE work_units ADD COLUMN pinned_iteration integer")
+    op.execute(
+        "CREATE INDEX work_units_pinned ON work_units (run_id, pinned_iteration) "
+        "WHERE pinned_iteration IS NOT NULL"
+    )
     for table in ("results", "history"):
         for column in _METRICS:
             op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
@@ -32,6 +36,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM work_units WHERE pinned_iteration IS NOT NULL")
+    op.execute("DROP INDEX work_units_pinned")
     op.execute("ALTER TABLE work_units DROP COLUMN pinned_iteration")
     for table in ("results", "history"):
         for column in _METRICS:

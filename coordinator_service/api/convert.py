@@ -37,6 +37,7 @@ def run_info(run: Run) -> RunInfo:
         ),
         dataset=dataset_info(run),
         result_kind=config.result_kind,
+        batch_size=config.batch_size,
         result_dtype=config.result_dtype,
         local_steps=config.local_steps_info(),
     )

@@ -34,6 +34,7 @@ from coordinator_service.db.dashboard import DashboardRepo, WorkerRow
 from coordinator_service.db.results import ResultsRepo
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.flops import flops_per_image
+from coordinator_service.training import engine
 from shared.protocol import API_PREFIX, UnitCounts
 
 router = APIRouter(tags=["progress"])
@@ -76,9 +77,10 @@ async def status(conn: ConnDep) -> DashboardStatus:
     # A run younger than the window is measured over its own lifetime, not diluted.
     window = max(1.0, min(THROUGHPUT_WINDOW_SECONDS, lifetime))
     rate = totals.recent_images / window
-    per_image = float(
-        flops_per_image(config.latent_dim, config.generator_features, config.discriminator_features)
-    )
+    # Results of a synchronous run count each image once per phase: spread its cost.
+    per_image = flops_per_image(
+        config.latent_dim, config.generator_features, config.discriminator_features
+    ) / engine.strategy(config).versions_per_iteration
     in_epoch = units.pending + units.leased + units.done
     local = config.result_kind == "local_steps"
     return DashboardStatus(

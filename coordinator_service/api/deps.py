@@ -26,7 +26,7 @@ from coordinator_service.weights_cache import WeightsCache
 
 if TYPE_CHECKING:  # the aggregator imports torch; routes and tests of deps need not
     from coordinator_service.training.aggregator import Aggregator
-    from shared.training_step import UnitResult
+    from shared.unit_result import UnitResult
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import RedirectResponse
@@ -15,10 +15,18 @@ from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.states import StatesRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.weights_cache import CachedWeights
+from shared.codec import select_snapshot
 
 router = APIRouter(tags=["weights"])
 
 RunQuery = Annotated[int | None, Query(description="run id; default: the current run")]
+NetworksQuery = Annotated[
+    list[Literal["generator", "discriminator"]] | None,
+    Query(
+        description="only these networks' parameters (and every BatchNorm buffer): what a "
+        "worker holding the previous iteration lacks after one synchronous phase"
+    ),
+]
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -60,9 +68,10 @@ async def weights(
     iteration: int,
     state: StateDep,
     run_id: RunQuery = None,
+    networks: NetworksQuery = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The weights of one iteration (parameters and BatchNorm buffers)."""
+    """The weights of one iteration (parameters and BatchNorm buffers), or a part."""
     run = await _run(state, run_id)
 
     async def load() -> CachedWeights | None:
@@ -73,7 +82,10 @@ async def weights(
     cached = await state.cache.get(run.run_id, iteration, load)
     if cached is None:
         raise CoordinatorError("unknown_iteration")
-    headers = {"ETag": cached.etag, "Cache-Control": IMMUTABLE}
-    if if_none_match is not None and cached.etag in if_none_match:
+    chosen = sorted(set(networks or []))
+    etag = cached.etag if not chosen else cached.etag[:-1] + "-" + "-".join(chosen) + '"'
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    if if_none_match is not None and etag in if_none_match:
         return Response(status_code=304, headers=headers)
-    return Response(cached.data, media_type="application/octet-stream", headers=headers)
+    data = select_snapshot(cached.data, chosen) if chosen else cached.data
+    return Response(data, media_type="application/octet-stream", headers=headers)

@@ -135,11 +135,9 @@ async def _upload_result(
             lease.status, "stale_iteration" if lease.iteration != run.iteration else "lease_lost"
         )
         raise CoordinatorError(code)
-    spec = engine.state_spec(engine.model_config(run.config))
+    layout = engine.result_layout(run.config, lease.iteration)
     try:
-        result = await asyncio.to_thread(
-            decode_result, body, spec, expected_kind=run.config.result_kind
-        )
+        result = await asyncio.to_thread(decode_result, body, layout)
     except CodecError as exc:
         raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
     if result.iteration != lease.iteration:

@@ -16,14 +16,15 @@ from uuid import UUID
 import asyncpg
 
 from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
-from coordinator_service.db.runs import _RUN_COLUMNS, lock_run_shared
+from coordinator_service.db.runs import _RUN_COLUMNS, lock_run_shared, unit_pool
 
 _CLAIM = """
 WITH picked AS (
     UPDATE work_units SET status = 'leased'
     WHERE unit_id = (
         SELECT unit_id FROM work_units
-        WHERE run_id = $1 AND status = 'pending' {shard_filter}
+        WHERE run_id = $1 AND status = 'pending'
+          AND coalesce(pinned_iteration, -1) = $5 {shard_filter}
         ORDER BY unit_id
         FOR UPDATE SKIP LOCKED
         LIMIT 1)
@@ -38,7 +39,9 @@ FROM lease l JOIN picked p USING (unit_id)
 """
 # Both forms walk a partial index in unit order and stop at the first unlocked row.
 _CLAIM_ANY = _CLAIM.format(shard_filter="")
-_CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($5::integer[])")
+_CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($6::integer[])")
+
+
 
 # Results of the current iteration accepted and not yet consumed, plus first leases still
 # out for it: what the next step is already waiting for.
@@ -130,18 +133,20 @@ class LeasesRepo:
 
         A unit leased beyond that would be computed on weights about to be replaced and
         refused as stale: better the worker waits for the new weights (or takes a backup
-        copy of a straggler).
+        copy of a straggler). A version of pinned units needs every one of them.
         """
-        in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
-        if in_or_out >= run.config.units_per_step:
-            return None
-        return await self._claim_pending(run, worker_id, cached_shards)
+        pool = await unit_pool(self.conn, run.run_id, run.iteration)
+        if pool < 0:
+            in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
+            if in_or_out >= run.config.units_per_step:
+                return None
+        return await self._claim_pending(run, worker_id, cached_shards, pool)
 
     async def _claim_pending(
-        self, run: Run, worker_id: int, cached_shards: Sequence[int]
+        self, run: Run, worker_id: int, cached_shards: Sequence[int], pool: int
     ) -> asyncpg.Record | None:
         """A pending unit, from a shard the worker caches if there is one."""
-        args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds)
+        args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds, pool)
         if cached_shards:
             row = await self.conn.fetchrow(_CLAIM_CACHED, *args, list(cached_shards))
             if row is not None:

@@ -97,10 +97,11 @@ class OpenResult(_Row):
 
 
 class ResultMetrics(_Row):
-    g_loss: float
-    d_loss: float
-    d_real_accuracy: float
-    d_fake_accuracy: float
+    # None where a phase has none (a synchronous G phase computes no D loss).
+    g_loss: float | None
+    d_loss: float | None
+    d_real_accuracy: float | None
+    d_fake_accuracy: float | None
 
 
 class StepReadiness(_Row):

@@ -33,6 +33,17 @@ async def lock_run_exclusive(conn: asyncpg.Connection, run_id: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _RUN_LOCK_CLASS, run_id)
 
 
+async def unit_pool(conn: asyncpg.Connection, run_id: int, iteration: int) -> int:
+    """Which units an iteration hands out: its pinned ones (the repeats of a synchronous
+    G phase, by their ``pinned_iteration``), or the epoch's pool (-1)."""
+    pinned = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND pinned_iteration = $2)",
+        run_id,
+        iteration,
+    )
+    return iteration if pinned else -1
+
+
 class RunsRepo:
     """Queries on ``runs`` and the per-run counters over ``work_units`` and ``results``."""
 
@@ -128,13 +139,14 @@ class RunsRepo:
             SELECT
               (SELECT count(*) FROM results
                 WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL) AS accepted,
-              (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'pending')
-                AS pending,
+              (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'pending'
+                AND coalesce(pinned_iteration, -1) = $3) AS pending,
               (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'leased')
                 AS outstanding
             """,
             run_id,
             iteration,
+            await unit_pool(self.conn, run_id, iteration),
         )
         return StepReadiness.of(record)
 

@@ -37,6 +37,10 @@ class StepWrite(BaseModel):
     sample_png: bytes | None
     keep_last: int
     checkpoint_every: int
+    # The next version's units are this version's again (a synchronous D phase: its
+    # G phase needs the same images' noise).
+    repeat_units: bool = False
+    versions_per_iteration: int = 1
 
 
 class StepOutcome(BaseModel):
@@ -177,8 +181,12 @@ class StatesRepo:
                 "UPDATE work_units SET status = 'pending' WHERE run_id = $1 AND status = 'leased'",
                 step.run_id,
             )
+            await self._pin_units(step, new_iteration)
             epoch = run["epoch"]
-            finished = max_iterations is not None and new_iteration >= max_iterations
+            finished = (
+                max_iterations is not None
+                and new_iteration >= max_iterations * step.versions_per_iteration
+            )
             epoch_complete = not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM work_units "
                 "WHERE run_id = $1 AND epoch = $2 AND status <> 'done')",
@@ -219,3 +227,24 @@ class StatesRepo:
                 step.checkpoint_every,
             )
         return StepOutcome(iteration=new_iteration, epoch=epoch, status=status)
+
+    async def _pin_units(self, step: StepWrite, new_iteration: int) -> None:
+        """Pinned units of the version just folded are over (repeats its fold did without,
+        e.g. after a step timeout, are closed); if the next version repeats this one's
+        units, copy the consumed ones for it, in unit order."""
+        await self.conn.execute(
+            "UPDATE work_units SET status = 'done' WHERE run_id = $1 AND pinned_iteration = $2 "
+            "AND status <> 'done'",
+            step.run_id,
+            step.iteration,
+        )
+        if step.repeat_units:
+            await self.conn.execute(
+                "INSERT INTO work_units (run_id, epoch, shard, image_indices, pinned_iteration) "
+                "SELECT u.run_id, u.epoch, u.shard, u.image_indices, $3::integer "
+                "FROM work_units u JOIN results r USING (unit_id) "
+                "WHERE u.run_id = $1 AND r.lease_id = ANY($2::uuid[]) ORDER BY u.unit_id",
+                step.run_id,
+                step.result_ids,
+                new_iteration,
+            )

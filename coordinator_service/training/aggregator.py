@@ -29,7 +29,7 @@ from coordinator_service.training import engine
 from coordinator_service.training.planner import plan_epoch
 from coordinator_service.weights_cache import CachedWeights, WeightsCache
 from shared.protocol import HistoryEntry
-from shared.training_step import UnitResult
+from shared.unit_result import UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class Aggregator:
         # Results decoded by a step attempt, reused by the next attempt of that iteration.
         self._decoded: dict[UUID, UnitResult] = {}
         self._decoded_for: tuple[int, int] | None = None
+        self._last_sample: float | None = None  # monotonic time of the last grid drawn
 
     async def run_forever(self) -> None:
         """Hold leadership and tick; on any error, log, wait and start over."""
@@ -88,6 +89,21 @@ class Aggregator:
         if self._decoded_for != (run_id, iteration):
             self._decoded, self._decoded_for = {}, (run_id, iteration)
         self._decoded[lease_id] = result
+
+    def _sample_due(self, version: int, versions_per_iteration: int) -> bool:
+        """A grid at the end of every ``sample_every``-th iteration, and at the end of any
+        iteration once ``sample_seconds`` passed since the last grid (the first iteration
+        always gets one), so a class sees pictures within a minute on any schedule."""
+        if version % versions_per_iteration:
+            return False  # mid-iteration: G has not moved yet
+        iteration = version // versions_per_iteration
+        every, seconds = self.settings.sample_every, self.settings.sample_seconds
+        if every > 0 and iteration % every == 0:
+            return True
+        if seconds <= 0:
+            return False
+        last = self._last_sample
+        return last is None or time.monotonic() - last >= seconds
 
     async def _lead(self) -> None:
         conn = await connect(self.database_url)
@@ -170,12 +186,12 @@ class Aggregator:
         if missing:
             bodies = await ResultsRepo(conn).bodies(lease_ids=missing)
             decoded = await asyncio.to_thread(
-                engine.decode_results, [bodies[k] for k in missing], run.config
+                engine.decode_results, [bodies[k] for k in missing], run.config, run.iteration
             )
             self._decoded.update(zip(missing, decoded, strict=True))
         marks.append(time.perf_counter())
-        every = self.settings.sample_every
-        with_sample = every > 0 and (run.iteration + 1) % every == 0
+        strategy = engine.strategy(run.config)
+        with_sample = self._sample_due(run.iteration + 1, strategy.versions_per_iteration)
         product = await asyncio.to_thread(
             engine.step,
             state,
@@ -207,6 +223,8 @@ class Aggregator:
             sample_png=product.sample_png,
             keep_last=self.settings.keep_last_states,
             checkpoint_every=self.settings.checkpoint_every,
+            repeat_units=strategy.repeats_units(run.iteration + 1),
+            versions_per_iteration=strategy.versions_per_iteration,
         )
         marks.append(time.perf_counter())
         outcome = await StatesRepo(conn).commit_step(
@@ -218,6 +236,8 @@ class Aggregator:
         marks.append(time.perf_counter())
         self._state = product.state
         self._decoded = {}
+        if product.sample_png is not None:
+            self._last_sample = time.monotonic()
         self.cache.put(
             run.run_id,
             outcome.iteration,

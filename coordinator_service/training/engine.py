@@ -2,8 +2,8 @@
 
 Pure compute over bytes in and bytes out, no database and no event loop: the
 aggregator runs these in a thread (``asyncio.to_thread``) and writes what they return.
-The arithmetic is exactly ``shared.aggregation``'s, which is why one worker with one
-unit per step reproduces a local training step.
+The arithmetic is the run's strategy's (``shared.strategies``): the engine never asks
+which mode a run trains in.
 """
 
 from __future__ import annotations
@@ -14,26 +14,19 @@ from functools import lru_cache
 
 from torch import Tensor
 
-from shared.aggregation import (
-    AdamConfig,
-    OuterConfig,
-    aggregate,
-    apply_deltas,
-    apply_gradients,
-    initial_optimizer_state,
-)
 from shared.codec import (
     OptimizerState,
+    ResultLayout,
     decode_result,
     decode_snapshot,
     encode_snapshot,
     max_result_bytes,
 )
-from shared.local_steps import local_steps_samples
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import RunConfig
 from shared.samples import fixed_noise, sample_grid_png
-from shared.training_step import LOCAL_STEPS, UnitMetrics, UnitResult
+from shared.strategies import Strategy, strategy_for
+from shared.unit_result import UnitMetrics, UnitResult
 
 SAMPLE_GRID_SIZE = 64  # 8 x 8 images
 
@@ -45,6 +38,11 @@ def model_config(config: RunConfig) -> ModelConfig:
         generator_features=config.generator_features,
         discriminator_features=config.discriminator_features,
     )
+
+
+def strategy(config: RunConfig) -> Strategy:
+    """The run's way to train."""
+    return strategy_for(config)
 
 
 @lru_cache(maxsize=16)
@@ -87,11 +85,11 @@ def encode_state(iteration: int, weights: dict[str, Tensor], opt: OptimizerState
 
 
 def initial_state(config: RunConfig) -> tuple[TrainingState, EncodedState]:
-    """W_0 from the run seed (DCGAN init); zero Adam moments for a gradients run."""
+    """W_0 from the run seed (DCGAN init) and the strategy's empty optimizer state."""
     generator, discriminator = build_models(model_config(config), seed=config.seed)
     weights = model_state(generator, discriminator)
     params = {k: weights[k] for k in state_spec(model_config(config)).parameters}
-    opt = initial_optimizer_state(params, adam=config.result_kind != LOCAL_STEPS)
+    opt = strategy(config).initial_optimizer(params)
     return TrainingState(0, 0, weights, opt), encode_state(0, weights, opt)
 
 
@@ -112,68 +110,50 @@ class StepProduct:
     sample_png: bytes | None
 
 
-def decode_results(bodies: list[bytes], config: RunConfig) -> list[UnitResult]:
-    """Decode accepted result bodies (validated once already, at upload)."""
-    spec = state_spec(model_config(config))
-    return [decode_result(b, spec, expected_kind=config.result_kind) for b in bodies]
+def decode_results(bodies: list[bytes], config: RunConfig, version: int) -> list[UnitResult]:
+    """Decode accepted result bodies of one version (validated once already, at upload)."""
+    layout = result_layout(config, version)
+    return [decode_result(b, layout) for b in bodies]
 
 
-def outer_config(config: RunConfig) -> OuterConfig:
-    """The outer optimizer of a local-steps run (its config holds the filled defaults)."""
-    defaults = OuterConfig()
-    return OuterConfig(
-        lr=config.outer_lr if config.outer_lr is not None else defaults.lr,
-        momentum=config.outer_momentum if config.outer_momentum is not None else defaults.momentum,
-        nesterov=config.outer_nesterov if config.outer_nesterov is not None else defaults.nesterov,
-    )
+def result_layout(config: RunConfig, version: int) -> ResultLayout:
+    """What a valid result for a unit of ``version`` holds."""
+    return strategy(config).layout(version, state_spec(model_config(config)))
 
 
 def count_problem(result: UnitResult, config: RunConfig, unit_images: int) -> str | None:
-    """Why ``num_samples`` does not fit the unit (None if it does).
+    """Why a result's declared counts do not fit its unit and run (None if they do).
 
-    A gradients result covers the unit's images exactly. A local-steps result trained on
-    H micro-batches of the worker's own size, cycling over the unit: its count follows
-    from the H of the run and the batch size it states, and must match.
+    The fold weighs a result by ``num_samples``, which must be exactly what the run's
+    strategy says a unit of this many images gives: what a worker declares never
+    changes its weight, it can only get the result refused.
     """
-    if config.result_kind != LOCAL_STEPS:
-        if result.num_samples == unit_images:
-            return None
-        return f"{result.num_samples} images; the unit has {unit_images}"
-    try:
-        inner_steps = int(result.extra.get("inner_steps", ""))
-        batch_size = int(result.extra.get("batch_size", ""))
-    except ValueError:
-        return "no valid inner_steps and batch_size in its metadata"
-    if inner_steps != config.inner_steps:
-        return f"{inner_steps} inner steps; this run asks for {config.inner_steps}"
-    if batch_size < 1:
-        return f"batch size {batch_size}"
-    expected = local_steps_samples(unit_images, batch_size, inner_steps)
+    expected = strategy(config).expected_samples(unit_images)
     if result.num_samples != expected:
-        return (
-            f"{result.num_samples} images; {inner_steps} steps of {batch_size} over "
-            f"{unit_images} images make {expected}"
-        )
+        return f"{result.num_samples} images; a unit of {unit_images} images gives {expected}"
+    batch = result.extra.get("batch_size")
+    if batch != str(config.batch_size):
+        return f"micro-batch {batch}; this run fixes it at {config.batch_size}"
+    steps = result.extra.get("inner_steps")
+    if steps is not None and steps != str(-(-unit_images // config.batch_size)):
+        return f"{steps} inner steps for {unit_images} images at micro-batch {config.batch_size}"
     return None
 
 
 def step(
     state: TrainingState, results: list[UnitResult], config: RunConfig, *, with_sample: bool
 ) -> StepProduct:
-    """W_t+1 from W_t and the accepted results, in the order given (unit order)."""
-    combined = aggregate(results)
-    if config.result_kind == LOCAL_STEPS:
-        weights, opt = apply_deltas(state.weights, combined, state.optimizer, outer_config(config))
-    else:
-        adam = AdamConfig(lr=config.lr, beta1=config.beta1, beta2=config.beta2)
-        weights, opt = apply_gradients(state.weights, combined, state.optimizer, adam)
-    new_state = TrainingState(state.run_id, state.iteration + 1, weights, opt)
-    png = sample_grid(weights, config) if with_sample else None
+    """The next version from this one and its accepted results, in the order given."""
+    fold = strategy(config).fold(
+        state.weights, state.optimizer, results, version=state.iteration
+    )
+    new_state = TrainingState(state.run_id, state.iteration + 1, fold.weights, fold.optimizer)
+    png = sample_grid(fold.weights, config) if with_sample else None
     return StepProduct(
         new_state,
-        encode_state(new_state.iteration, weights, opt),
-        combined.metrics,
-        combined.num_samples,
+        encode_state(new_state.iteration, fold.weights, fold.optimizer),
+        fold.metrics,
+        fold.num_samples,
         png,
     )
 

@@ -37,18 +37,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 def resolve(preset: str | None, overrides: dict[str, Any]) -> RunConfig:
     """Defaults, then the preset, then explicit options (validated as a RunConfig).
 
-    ``--result-kind gradients`` on top of a preset drops the preset's local-steps
+    ``--result-kind synchronous`` on top of a preset drops the preset's local-steps
     choices (H, unit size, dtype) rather than refusing them: they were the preset's, not
-    the instructor's, and a gradients run gets its own defaults (320-image units, fp32).
-    Likewise another ``--images-per-unit`` without ``--inner-steps`` drops the preset's H,
-    so H follows the unit (one pass at 64-image micro-batches) instead of training a
-    smaller unit's images several times over.
+    the instructor's, and a synchronous run gets its own defaults (64-image units, fp32).
+    Likewise another ``--images-per-unit`` or ``--batch-size`` without ``--inner-steps``
+    drops the preset's H, so H follows the unit (one pass over it).
     """
     values: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
-    if "images_per_unit" in overrides and "inner_steps" not in overrides:
+    if {"images_per_unit", "batch_size"} & overrides.keys() and "inner_steps" not in overrides:
         values.pop("inner_steps", None)
     values.update(overrides)
-    if values.get("result_kind", "gradients") != "local_steps":
+    if values.get("result_kind", "synchronous") != "local_steps":
         for name in {*LOCAL_STEPS_DEFAULTS, *_LOCAL_STEPS}:
             if name not in overrides:
                 values.pop(name, None)

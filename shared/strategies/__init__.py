@@ -17,18 +17,15 @@ __all__ = ["Fold", "LocalSteps", "Strategy", "Synchronous", "strategy_for"]
 def strategy_for(run: RunConfig | RunInfo) -> Strategy:
     """The strategy of a run, from its stored config (coordinator) or the claim's
     ``RunInfo`` (worker: it needs only what a unit computes)."""
-    latent_dim = run.latent_dim if isinstance(run, RunConfig) else run.model.latent_dim
+    config = run if isinstance(run, RunConfig) else None
+    latent_dim = config.latent_dim if config else run.model.latent_dim  # type: ignore[union-attr]
     if run.result_kind == "synchronous":
-        adam = AdamConfig(run.lr, run.beta1, run.beta2) if isinstance(run, RunConfig) else AdamConfig()
-        return Synchronous(seed=run.seed, batch_size=run.batch_size, latent_dim=latent_dim, adam=adam)
-    if isinstance(run, RunConfig):
-        inner = AdamConfig(run.inner_lr or 2e-4, run.inner_beta1 or 0.0, run.inner_beta2 or 0.0)
-        outer = OuterConfig(
-            lr=run.outer_lr or OuterConfig.lr,
-            momentum=run.outer_momentum if run.outer_momentum is not None else OuterConfig.momentum,
-            nesterov=run.outer_nesterov if run.outer_nesterov is not None else OuterConfig.nesterov,
-        )
-        return LocalSteps(run.seed, run.batch_size, latent_dim, inner=inner, outer=outer)
-    info = run.local_steps
+        adam = AdamConfig(config.lr, config.beta1, config.beta2) if config else AdamConfig()
+        return Synchronous(run.seed, run.batch_size, latent_dim, adam=adam)
+    info = config.local_steps_info() if config else run.local_steps  # type: ignore[union-attr]
     inner = AdamConfig(info.inner_lr, info.inner_beta1, info.inner_beta2) if info else AdamConfig()
-    return LocalSteps(run.seed, run.batch_size, latent_dim, inner=inner)
+    outer = OuterConfig()
+    if config is not None:  # a local-steps config has every outer option filled in
+        assert config.outer_lr is not None and config.outer_momentum is not None
+        outer = OuterConfig(config.outer_lr, config.outer_momentum, bool(config.outer_nesterov))
+    return LocalSteps(run.seed, run.batch_size, latent_dim, inner=inner, outer=outer)

@@ -36,8 +36,15 @@ class Fold:
 class Strategy(Protocol):
     """A way to train: what workers compute for a unit and how results fold in."""
 
-    kind: str
-    versions_per_iteration: int
+    @property
+    def kind(self) -> str:
+        """The run's ``result_kind``."""
+        ...
+
+    @property
+    def versions_per_iteration(self) -> int:
+        """Folds per textbook iteration (2 for D then G phases)."""
+        ...
 
     def training_iteration(self, version: int) -> int:
         """The textbook iteration a version belongs to (it keys the latent noise)."""

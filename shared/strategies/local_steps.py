@@ -86,7 +86,9 @@ class LocalSteps:
         check_unit(images, indices, needs_images=True)
         assert images is not None
         device = next(generator.parameters()).device
-        start = {k: p.detach().clone() for k, p in named_parameters(generator, discriminator).items()}
+        start = {
+            k: p.detach().clone() for k, p in named_parameters(generator, discriminator).items()
+        }
         betas = (self.inner.beta1, self.inner.beta2)
         opt_d = torch.optim.Adam(
             discriminator.parameters(), lr=self.inner.lr, betas=betas, eps=self.inner.eps

@@ -12,7 +12,8 @@ from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state
 from shared.protocol import LEASE_HEADER, WorkUnit
-from shared.training_step import GRADIENTS, UnitMetrics, UnitResult, compute_gradients
+from shared.strategies import strategy_for
+from shared.unit_result import UnitMetrics, UnitResult
 
 
 def model_config(unit: WorkUnit) -> ModelConfig:
@@ -22,20 +23,26 @@ def model_config(unit: WorkUnit) -> ModelConfig:
 
 def fake_result(unit: WorkUnit, *, seed: int | None = None, scale: float = 1e-3,
                 nan: bool = False) -> UnitResult:  # fmt: skip
-    """A valid-looking result for ``unit``: seeded random gradients and buffers."""
-    spec = StateSpec.from_config(model_config(unit))
+    """A valid-looking result for ``unit``: seeded random tensors of the unit's layout."""
+    strategy = strategy_for(unit.run)
+    layout = strategy.layout(unit.iteration, StateSpec.from_config(model_config(unit)))
     rng = torch.Generator().manual_seed(unit.unit_id if seed is None else seed)
-    tensors = {k: torch.randn(s, generator=rng) * scale for k, s in spec.parameters.items()}
-    buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in spec.buffers.items()}
+    tensors = {k: torch.randn(s, generator=rng) * scale for k, s in layout.tensors.items()}
+    buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in layout.buffers.items()}
     if nan:
         next(iter(tensors.values())).view(-1)[0] = float("nan")
+    n = len(unit.image_indices)
+    extra = {"batch_size": str(unit.run.batch_size)}
+    if unit.run.result_kind == "local_steps":
+        extra["inner_steps"] = str(-(-n // unit.run.batch_size))
     return UnitResult(
-        kind=GRADIENTS,
+        kind=layout.kind,
         iteration=unit.iteration,
-        num_samples=len(unit.image_indices),
+        num_samples=strategy.expected_samples(n),
         tensors=tensors,
         buffers=buffers,
         metrics=UnitMetrics(0.7, 1.3, 0.5, 0.5),
+        extra=extra,
     )
 
 
@@ -43,18 +50,17 @@ def fake_body(unit: WorkUnit, **kwargs: Any) -> bytes:
     return encode_result(fake_result(unit, **kwargs))
 
 
-def real_result(unit: WorkUnit, weights: bytes, *, batch_size: int = 64) -> UnitResult:
-    """What a real worker computes for ``unit`` at the downloaded weights."""
+def real_result(unit: WorkUnit, weights: bytes) -> UnitResult:
+    """What a real worker computes for ``unit`` at the downloaded (whole) weights."""
     config = model_config(unit)
     snapshot = decode_snapshot(weights, StateSpec.from_config(config))
     generator, discriminator = build_models(config)
     load_model_state(generator, discriminator, snapshot.weights)
     dataset = unit.run.dataset
     images = BuiltinFaces(dataset.num_images, dataset.builtin_seed).load(unit.image_indices)
-    return compute_gradients(
-        generator, discriminator, images, unit.image_indices,
-        batch_size=batch_size, seed=unit.run.seed, iteration=unit.iteration,
-    )  # fmt: skip
+    return strategy_for(unit.run).compute(
+        generator, discriminator, images, unit.image_indices, version=unit.iteration
+    )
 
 
 def claim(client: httpx.Client, cached_shards: list[int] | None = None) -> WorkUnit | None:

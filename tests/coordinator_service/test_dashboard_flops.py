@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from coordinator_service.flops import flops_per_image
 from shared.models import ModelConfig, build_models
-from shared.training_step import compute_gradients
+from shared.strategies import Synchronous
 
 
 @pytest.mark.parametrize(("latent", "g_features", "d_features"), [(32, 8, 8), (16, 8, 4)])
@@ -19,12 +19,12 @@ def test_flops_per_image_matches_torch_flop_counter(
     config = ModelConfig(latent, g_features, d_features)
     generator, discriminator = build_models(config, seed=0)
     images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    strategy = Synchronous(seed=0, batch_size=2, latent_dim=latent)
     with FlopCounterMode(display=False) as counter:
-        compute_gradients(
-            generator, discriminator, images, [0, 1, 2], batch_size=2, seed=0, iteration=0
-        )
+        for version in (0, 1):  # the D phase, then the G phase
+            strategy.compute(generator, discriminator, images, [0, 1, 2], version=version)
     assert counter.get_total_flops() == 3 * flops_per_image(latent, g_features, d_features)
 
 
-def test_full_size_model_is_about_two_gflop_per_image() -> None:
-    assert flops_per_image(100, 64, 64) == 2_066_989_056
+def test_full_size_model_is_about_two_and_a_half_gflop_per_image() -> None:
+    assert 2.4e9 < flops_per_image(100, 64, 64) < 2.6e9

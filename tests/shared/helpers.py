@@ -1,11 +1,14 @@
-"""Small builders shared by the training-core tests."""
+"""The independent reference every equivalence test compares with: pytorch/examples'
+dcgan loop, written out on its own (torch.optim.Adam, nn.BCELoss, D on real then on
+detached fakes, step, then G against the updated D). Only its inputs (W_0, images,
+latent vectors) come from the product."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
-from torch.nn import functional as F
+from torch import nn
 
 from shared.aggregation import AdamConfig
 from shared.models import (
@@ -16,7 +19,6 @@ from shared.models import (
     load_model_state,
     model_state,
 )
-from shared.training_step import image_noise, to_model_input
 
 
 def networks_at(
@@ -28,37 +30,43 @@ def networks_at(
     return generator, discriminator
 
 
-def reference_dcgan_steps(
+def textbook_dcgan(
     config: ModelConfig,
     weights: Mapping[str, torch.Tensor],
-    images: torch.Tensor,
-    indices: list[int],
-    *,
-    batch_size: int,
-    steps: int,
-    adam: AdamConfig,
-    seed: int,
-    iteration: int,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    adam: AdamConfig | None = None,
 ) -> dict[str, torch.Tensor]:
-    """pytorch/examples' dcgan loop on images already in index order: D on real and
-    detached fake, step; then G against the updated D, step. What local steps must equal."""
-    generator, discriminator = networks_at(config, weights)
+    """W after pytorch/examples/dcgan/main.py's loop over ``batches`` of (uint8 images,
+    latent vectors), from ``weights``, with one Adam per network for the whole loop."""
+    adam = adam or AdamConfig()
+    net_g, net_d = networks_at(config, weights)
+    criterion = nn.BCELoss()
     betas = (adam.beta1, adam.beta2)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=adam.lr, betas=betas)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=adam.lr, betas=betas)
-    for step in range(steps):
-        sl = slice(step * batch_size, (step + 1) * batch_size)
-        real = to_model_input(images[sl])
-        noise = image_noise(seed, iteration, indices[sl], config.latent_dim)
-        discriminator.zero_grad()
-        out = discriminator(real)
-        F.binary_cross_entropy(out, torch.ones_like(out)).backward()
-        fake = generator(noise)
-        out = discriminator(fake.detach())
-        F.binary_cross_entropy(out, torch.zeros_like(out)).backward()
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=adam.lr, betas=betas, eps=adam.eps)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=adam.lr, betas=betas, eps=adam.eps)
+    for images, noise in batches:
+        real = images.float() / 127.5 - 1.0
+        real_label = torch.full((len(images),), 1.0)
+        fake_label = torch.full((len(images),), 0.0)
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        net_d.zero_grad()
+        output = net_d(real)
+        criterion(output, real_label).backward()
+        fake = net_g(noise)
+        output = net_d(fake.detach())
+        criterion(output, fake_label).backward()
         opt_d.step()
-        generator.zero_grad()
-        out = discriminator(fake)
-        F.binary_cross_entropy(out, torch.ones_like(out)).backward()
+        # (2) Update G network: maximize log(D(G(z)))
+        net_g.zero_grad()
+        output = net_d(fake)
+        criterion(output, real_label).backward()
         opt_g.step()
-    return model_state(generator, discriminator)
+    return model_state(net_g, net_d)
+
+
+def assert_same_state(ours: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]):
+    """Every parameter and buffer equal to the last bit."""
+    assert ours.keys() == reference.keys()
+    for name, expected in reference.items():
+        difference = float((ours[name] - expected).abs().max())
+        assert torch.equal(ours[name], expected), (name, difference)

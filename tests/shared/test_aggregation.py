@@ -1,93 +1,42 @@
-"""One result through aggregation and Adam equals a plain local optimizer step."""
+"""Aggregation is image-weighted; our Adam is torch.optim.Adam to the last bit."""
 
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
-from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
-from shared.models import ModelConfig, StateSpec, buffer_state, model_state
-from shared.training_step import (
-    UnitMetrics,
-    UnitResult,
-    compute_gradients,
-    image_noise,
-    to_model_input,
-)
-from tests.shared.helpers import networks_at
-
-SEED = 5
+from shared.aggregation import AdamConfig, adam_step, aggregate, initial_optimizer_state
+from shared.unit_result import UnitMetrics, UnitResult
 
 
-def _local_adam_steps(config, weights, batches, adam: AdamConfig):
-    """The textbook DCGAN loop, torch.optim.Adam included, with G and D stepped from the
-    same W_t (the distributed contract computes both gradients before either update)."""
-    generator, discriminator = networks_at(config, weights)
-    betas = (adam.beta1, adam.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=adam.lr, betas=betas, eps=adam.eps)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=adam.lr, betas=betas, eps=adam.eps)
-    for iteration, (images, indices) in enumerate(batches):
-        real = to_model_input(images)
-        fake = generator(image_noise(SEED, iteration, indices, config.latent_dim))
-        # One D forward on the fake batch, as the worker does, so BatchNorm's running
-        # statistics advance the same number of times; `inputs=` keeps each loss on its net.
-        d_real, d_fake = discriminator(real), discriminator(fake)
-        d_loss = F.binary_cross_entropy(d_real, torch.ones_like(d_real)) + (
-            F.binary_cross_entropy(d_fake, torch.zeros_like(d_fake))
-        )
-        g_loss = F.binary_cross_entropy(d_fake, torch.ones_like(d_fake))
-        opt_d.zero_grad()
-        opt_g.zero_grad()
-        d_loss.backward(inputs=list(discriminator.parameters()), retain_graph=True)
-        g_loss.backward(inputs=list(generator.parameters()))
-        opt_d.step()
-        opt_g.step()
-    return model_state(generator, discriminator)
+def test_adam_step_equals_torch_adam_over_several_steps() -> None:
+    rng = torch.Generator().manual_seed(0)
+    weights = {"a": torch.randn(5, 3, generator=rng), "b": torch.randn(7, generator=rng)}
+    grads = [{k: torch.randn(v.shape, generator=rng) for k, v in weights.items()}
+             for _ in range(4)]  # fmt: skip
+    params = {k: torch.nn.Parameter(v.clone()) for k, v in weights.items()}
+    torch_adam = torch.optim.Adam(params.values(), lr=2e-4, betas=(0.5, 0.999))
+    state = initial_optimizer_state(weights)
+    for g in grads:
+        for k, p in params.items():
+            p.grad = g[k].clone()
+        torch_adam.step()
+        weights, state = adam_step(weights, g, state, AdamConfig())
+    for k, p in params.items():
+        assert torch.equal(weights[k], p.detach()), k
+    assert state.step == 4
 
 
-def _distributed_steps(config, weights, batches, adam: AdamConfig):
-    spec = StateSpec.from_config(config)
-    state = initial_optimizer_state({k: weights[k] for k in spec.parameters})
-    current = dict(weights)
-    for iteration, (images, indices) in enumerate(batches):
-        generator, discriminator = networks_at(config, current)
-        result = compute_gradients(
-            generator,
-            discriminator,
-            images,
-            indices,
-            batch_size=len(indices),
-            seed=SEED,
-            iteration=iteration,
-        )
-        current, state = apply_gradients(current, aggregate([result]), state, adam)
-    return current
-
-
-def test_one_result_step_equals_a_local_adam_step(config: ModelConfig, weights, images) -> None:
-    adam = AdamConfig()
-    batches = [(images[:8], list(range(8))), (images[8:], list(range(8, 16)))]
-    local = _local_adam_steps(config, weights, batches, adam)
-    distributed = _distributed_steps(config, weights, batches, adam)
-    assert local.keys() == distributed.keys()
-    for name in local:
-        torch.testing.assert_close(distributed[name], local[name], rtol=1e-5, atol=1e-6)
-    changed = [k for k in local if not torch.equal(local[k], weights[k])]
-    assert len(changed) == len(local), "every parameter and buffer should have moved"
-
-
-def test_local_reference_uses_the_networks_buffers(config, weights) -> None:
-    # Guard for the test above: the buffers it compares are the ones BatchNorm updates.
-    generator, discriminator = networks_at(config, weights)
-    assert (
-        buffer_state(generator, discriminator).keys()
-        == StateSpec.from_config(config).buffers.keys()
-    )
+def test_an_explicit_step_count_keeps_the_other_networks_moments() -> None:
+    weights = {"g": torch.ones(2), "d": torch.ones(2)}
+    state = initial_optimizer_state(weights)
+    new, after = adam_step(weights, {"d": torch.ones(2)}, state, AdamConfig(), step=1)
+    assert torch.equal(new["g"], weights["g"]) and torch.equal(after.exp_avg["g"], torch.zeros(2))
+    assert not torch.equal(new["d"], weights["d"]) and after.step == 1
 
 
 def _result(num_samples: int, value: float, g_loss: float) -> UnitResult:
     return UnitResult(
-        kind="gradients",
+        kind="d_phase",
         iteration=0,
         num_samples=num_samples,
         tensors={"w": torch.full((2,), value)},

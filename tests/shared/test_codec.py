@@ -14,14 +14,18 @@ from shared.aggregation import initial_optimizer_state
 from shared.codec import (
     CodecError,
     OptimizerState,
+    ResultLayout,
+    decode_partial_snapshot,
     decode_result,
     decode_snapshot,
     encode_result,
     encode_snapshot,
     max_result_bytes,
+    select_snapshot,
 )
 from shared.models import ModelConfig, StateSpec
-from shared.training_step import GRADIENTS, UnitMetrics, UnitResult
+from shared.strategies import Synchronous
+from shared.unit_result import UnitMetrics, UnitResult
 
 
 @pytest.fixture
@@ -30,21 +34,27 @@ def spec(config: ModelConfig) -> StateSpec:
 
 
 @pytest.fixture
-def result(spec: StateSpec) -> UnitResult:
+def layout(spec: StateSpec) -> ResultLayout:
+    """A synchronous G phase's result: G's gradients and every buffer."""
+    return Synchronous(0, 64, 100).layout(3, spec)
+
+
+@pytest.fixture
+def result(layout: ResultLayout) -> UnitResult:
     rng = torch.Generator().manual_seed(0)
     return UnitResult(
-        kind=GRADIENTS,
+        kind=layout.kind,
         iteration=3,
         num_samples=320,
-        tensors={k: torch.randn(s, generator=rng) for k, s in spec.parameters.items()},
-        buffers={k: torch.rand(s, generator=rng) for k, s in spec.buffers.items()},
+        tensors={k: torch.randn(s, generator=rng) for k, s in layout.tensors.items()},
+        buffers={k: torch.rand(s, generator=rng) for k, s in layout.buffers.items()},
         metrics=UnitMetrics(g_loss=2.5, d_loss=0.75, d_real_accuracy=0.8, d_fake_accuracy=0.9),
     )
 
 
-def test_result_round_trip_is_exact(result: UnitResult, spec: StateSpec) -> None:
-    decoded = decode_result(encode_result(result), spec)
-    assert (decoded.kind, decoded.iteration, decoded.num_samples) == (GRADIENTS, 3, 320)
+def test_result_round_trip_is_exact(result: UnitResult, layout: ResultLayout) -> None:
+    decoded = decode_result(encode_result(result), layout)
+    assert (decoded.kind, decoded.iteration, decoded.num_samples) == ("g_phase", 3, 320)
     assert decoded.metrics == result.metrics
     for name, tensor in result.tensors.items():
         assert torch.equal(decoded.tensors[name], tensor), name
@@ -53,10 +63,10 @@ def test_result_round_trip_is_exact(result: UnitResult, spec: StateSpec) -> None
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_results_decode_to_float32_within_tolerance(result, spec, dtype) -> None:
+def test_half_precision_results_decode_to_float32_within_tolerance(result, layout, dtype):
     body = encode_result(result, dtype)
     assert len(body) < 0.55 * len(encode_result(result))
-    decoded = decode_result(body, spec)
+    decoded = decode_result(body, layout)
     tolerance = {torch.bfloat16: 8e-3, torch.float16: 1e-3}[dtype]
     for name, tensor in result.tensors.items():
         assert decoded.tensors[name].dtype == torch.float32
@@ -76,6 +86,20 @@ def test_snapshot_round_trip_with_and_without_optimizer(weights, spec: StateSpec
     light = decode_snapshot(encode_snapshot(7, weights), spec)
     assert light.optimizer is None
     assert all(torch.equal(light.weights[k], weights[k]) for k in weights)
+
+
+def test_a_part_of_a_snapshot_holds_one_network_and_every_buffer(weights, spec) -> None:
+    whole = encode_snapshot(4, weights)
+    for network in ("generator", "discriminator"):
+        part = select_snapshot(whole, [network])
+        assert len(part) < 0.6 * len(whole)
+        decoded = decode_partial_snapshot(part, spec, [network])
+        assert decoded.iteration == 4
+        expected = {k for k in spec.parameters if k.startswith(network)} | spec.buffers.keys()
+        assert decoded.weights.keys() == expected
+        assert all(torch.equal(decoded.weights[k], weights[k]) for k in expected)
+        with pytest.raises(CodecError, match="missing"):
+            decode_partial_snapshot(part, spec, ["generator", "discriminator"])
 
 
 def test_snapshot_with_outer_momentum_only(weights, spec: StateSpec) -> None:
@@ -106,12 +130,12 @@ def _rewrite(body: bytes, change) -> bytes:
 
 
 def _first(tensors) -> str:
-    return sorted(k for k in tensors if k.startswith("gradient."))[0]
+    return sorted(k for k in tensors if k.startswith("tensor."))[0]
 
 
 MALFORMED = {
     "missing key": lambda t, m: t.pop(_first(t)),
-    "extra key": lambda t, m: t.__setitem__("gradient.generator.sneaky", torch.zeros(1)),
+    "extra key": lambda t, m: t.__setitem__("tensor.generator.sneaky", torch.zeros(1)),
     "wrong shape": lambda t, m: t.__setitem__(_first(t), torch.zeros(3, 3)),
     "wrong dtype": lambda t, m: t.__setitem__(_first(t), t[_first(t)].double()),
     "integer dtype": lambda t, m: t.__setitem__(_first(t), t[_first(t)].to(torch.int32)),
@@ -126,20 +150,20 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_results_are_refused(case: str, result, spec) -> None:
+def test_malformed_results_are_refused(case: str, result, layout) -> None:
     body = _rewrite(encode_result(result), MALFORMED[case])
     with pytest.raises(CodecError):
-        decode_result(body, spec)
+        decode_result(body, layout)
 
 
-def test_the_error_names_the_offending_tensor(result, spec) -> None:
+def test_the_error_names_the_offending_tensor(result, layout) -> None:
     name = "generator.main.3.weight"
 
     def poison(tensors, _metadata) -> None:
-        tensors["gradient." + name].view(-1)[0] = float("nan")
+        tensors["tensor." + name].view(-1)[0] = float("nan")
 
     with pytest.raises(CodecError, match=name.replace(".", r"\.")):
-        decode_result(_rewrite(encode_result(result), poison), spec)
+        decode_result(_rewrite(encode_result(result), poison), layout)
 
 
 @pytest.mark.parametrize(
@@ -153,26 +177,34 @@ def test_the_error_names_the_offending_tensor(result, spec) -> None:
         b"\x80\x04\x95pickle-looking bytes",
     ],
 )
-def test_bodies_that_are_not_safetensors_are_refused(body: bytes, spec) -> None:
+def test_bodies_that_are_not_safetensors_are_refused(body: bytes, layout) -> None:
     with pytest.raises(CodecError, match="not a"):
-        decode_result(body, spec)
+        decode_result(body, layout)
 
 
-def test_too_large_bodies_are_refused_before_parsing(spec) -> None:
+def test_too_large_bodies_are_refused_before_parsing(layout, spec) -> None:
     with pytest.raises(CodecError, match="bytes"):
-        decode_result(b"\x00" * (max_result_bytes(spec) + 1), spec)
+        decode_result(b"\x00" * (max_result_bytes(spec) + 1), layout)
 
 
-def test_result_of_the_wrong_kind_for_the_run_is_refused(result, spec) -> None:
-    with pytest.raises(CodecError, match="local_steps"):
-        decode_result(encode_result(result), spec, expected_kind="local_steps")
+def test_a_result_of_another_phase_or_kind_is_refused(result, spec) -> None:
+    d_phase = Synchronous(0, 64, 100).layout(2, spec)
+    with pytest.raises(CodecError, match="bytes"):  # G's gradients are larger than D's
+        decode_result(encode_result(result), d_phase)
+    result.tensors = {k: torch.zeros(s) for k, s in d_phase.tensors.items()}
+    result.buffers = {k: torch.zeros(s) for k, s in d_phase.buffers.items()}
+    with pytest.raises(CodecError, match="kind 'd_phase', got 'g_phase'"):
+        decode_result(encode_result(result), d_phase)
+    result.kind = "d_phase"
+    assert decode_result(encode_result(result), d_phase).kind == "d_phase"
 
 
-def test_a_result_for_another_model_size_is_refused(result, spec) -> None:
+def test_a_result_for_another_model_size_is_refused(result, spec, layout) -> None:
     narrow = StateSpec.from_config(ModelConfig(generator_features=8, discriminator_features=8))
+    narrow_layout = Synchronous(0, 64, 100).layout(3, narrow)
     with pytest.raises(CodecError, match="bytes"):
-        decode_result(encode_result(result), narrow)
-    result.tensors = {k: torch.zeros(s) for k, s in narrow.parameters.items()}
-    result.buffers = {k: torch.zeros(s) for k, s in narrow.buffers.items()}
+        decode_result(encode_result(result), narrow_layout)
+    result.tensors = {k: torch.zeros(s) for k, s in narrow_layout.tensors.items()}
+    result.buffers = {k: torch.zeros(s) for k, s in narrow_layout.buffers.items()}
     with pytest.raises(CodecError, match="shape"):
-        decode_result(encode_result(result), spec)
+        decode_result(encode_result(result), layout)

@@ -1,79 +1,46 @@
-"""Local-steps results: H = 1 with plain outer SGD at lr 1 is one reference DCGAN step."""
+"""Local steps: a unit is a pass of textbook DCGAN steps; the outer step is torch's SGD."""
 
 from __future__ import annotations
 
 import torch
 
-from shared.aggregation import (
-    AdamConfig,
-    OuterConfig,
-    aggregate,
-    apply_deltas,
-    initial_optimizer_state,
-)
-from shared.local_steps import compute_local_steps
-from shared.models import StateSpec
-from shared.training_step import (
-    LOCAL_STEPS,
-    UnitMetrics,
-    UnitResult,
-)
-from tests.shared.helpers import networks_at, reference_dcgan_steps
+from shared.aggregation import OuterConfig, aggregate, apply_deltas, initial_optimizer_state
+from shared.strategies import LocalSteps
+from shared.strategies.local_steps import LOCAL_STEPS
+from shared.unit_result import UnitMetrics, UnitResult, image_noise
+from tests.shared.helpers import networks_at, textbook_dcgan
 
-SEED, ITERATION = 9, 2
+SEED, VERSION = 9, 2
 
 
-def _reference_dcgan_steps(config, weights, images, indices, batch_size, steps, adam):
-    return reference_dcgan_steps(
-        config, weights, images, indices,
-        batch_size=batch_size, steps=steps, adam=adam, seed=SEED, iteration=ITERATION,
-    )  # fmt: skip
+def _batches(images, indices, batch):
+    noise = image_noise(SEED, VERSION, indices, 100)
+    return [(images[i : i + batch], noise[i : i + batch]) for i in range(0, len(indices), batch)]
 
 
-def test_one_inner_step_with_plain_outer_sgd_is_one_local_adam_step(config, weights, images):
-    adam = AdamConfig()
-    indices = list(range(16))
-    generator, discriminator = networks_at(config, weights)
-    result = compute_local_steps(
-        generator,
-        discriminator,
-        images,
-        indices,
-        batch_size=16,
-        inner_steps=1,
-        adam=adam,
-        seed=SEED,
-        iteration=ITERATION,
-    )
+def test_a_unit_with_plain_outer_sgd_at_lr_1_lands_on_the_textbook_loop(
+    config, weights, images
+) -> None:
+    """Two micro-batches of 8, in the unit's own order: the textbook's two steps."""
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(3)).tolist()
+    indices = [50 + i for i in order]
+    strategy = LocalSteps(SEED, 8, config.latent_dim,
+                          outer=OuterConfig(lr=1.0, momentum=0.0, nesterov=False))  # fmt: skip
+    result = strategy.compute(*networks_at(config, weights), images[order], indices,
+                              version=VERSION)  # fmt: skip
     assert result.kind == LOCAL_STEPS and result.num_samples == 16
-    spec = StateSpec.from_config(config)
-    state = initial_optimizer_state({k: weights[k] for k in spec.parameters})
-    plain = OuterConfig(lr=1.0, momentum=0.0, nesterov=False)
-    stepped, _ = apply_deltas(weights, aggregate([result]), state, plain)
-    expected = _reference_dcgan_steps(config, weights, images, indices, 16, 1, adam)
-    for name in expected:
-        torch.testing.assert_close(stepped[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert result.extra == {"inner_steps": "2", "batch_size": "8"}
+    fold = strategy.fold(weights, strategy.initial_optimizer({}), [result], version=VERSION)
+    expected = textbook_dcgan(config, weights, _batches(images[order], indices, 8))
+    for name in expected:  # the weights go W_t - (W_t - W_local): a rounding of W_local
+        torch.testing.assert_close(fold.weights[name], expected[name], rtol=1e-6, atol=1e-7)
 
 
-def test_several_inner_steps_walk_the_unit_in_index_order(config, weights, images):
-    adam = AdamConfig()
-    indices = list(range(50, 66))
-    generator, discriminator = networks_at(config, weights)
-    perm = torch.randperm(16, generator=torch.Generator().manual_seed(3)).tolist()
-    result = compute_local_steps(
-        generator,
-        discriminator,
-        images[perm],
-        [indices[i] for i in perm],
-        batch_size=8,
-        inner_steps=2,
-        adam=adam,
-        seed=SEED,
-        iteration=ITERATION,
-    )
-    expected = _reference_dcgan_steps(config, weights, images, indices, 8, 2, adam)
-    for name, delta in result.tensors.items():
-        torch.testing.assert_close(weights[name] - delta, expected[name], rtol=1e-5, atol=1e-6)
+def test_a_short_last_unit_trains_each_image_once(config, weights, images) -> None:
+    strategy = LocalSteps(SEED, 6, config.latent_dim)
+    result = strategy.compute(*networks_at(config, weights), images[:10], list(range(10)),
+                              version=0)  # fmt: skip
+    assert result.num_samples == 10 and result.extra["inner_steps"] == "2"  # 6 + 4
 
 
 def test_nesterov_outer_step_follows_torch_sgd() -> None:

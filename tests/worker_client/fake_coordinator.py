@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from shared.codec import decode_result, encode_snapshot
+from shared.codec import decode_result, encode_snapshot, select_snapshot
 from shared.models import ModelConfig, StateSpec, build_models, model_state
 from shared.protocol import (
     LEASE_HEADER,
@@ -24,7 +24,8 @@ from shared.protocol import (
     RunInfo,
     WorkUnit,
 )
-from shared.training_step import UnitResult
+from shared.strategies import strategy_for
+from shared.unit_result import UnitResult
 
 TINY = ModelConfig(latent_dim=8, generator_features=4, discriminator_features=4)
 
@@ -36,6 +37,7 @@ def run_info(run_id: int = 1) -> RunInfo:
         seed=7,
         model=ModelSpecInfo(**TINY.to_dict()),
         dataset=DatasetInfo(dataset_id="builtin-64", kind="builtin", num_images=64),
+        batch_size=2,
     )
 
 
@@ -57,6 +59,7 @@ class FakeCoordinator:
     requests: list[httpx.Request] = field(default_factory=list)
     results: dict[int, UnitResult] = field(default_factory=dict)
     weight_downloads: list[int] = field(default_factory=list)
+    requests_for_weights: list[httpx.Request] = field(default_factory=list)
     heartbeats: int = 0
     released: list[int] = field(default_factory=list)
     _next_unit: int = 0
@@ -96,8 +99,11 @@ class FakeCoordinator:
         if path.startswith("/api/v1/weights/"):
             iteration = int(path.rsplit("/", 1)[1])
             self.weight_downloads.append(iteration)
+            self.requests_for_weights.append(request)
             generator, discriminator = build_models(TINY, seed=iteration)
             body = encode_snapshot(iteration, model_state(generator, discriminator))
+            networks = request.url.params.get_list("networks")
+            body = select_snapshot(body, networks) if networks else body
             return httpx.Response(200, content=body)
         if path.endswith("/result"):
             return self._result(request)
@@ -145,7 +151,9 @@ class FakeCoordinator:
             return _error(409, "not your lease", "lease_lost")
         if unit_id in self.conflict_units:
             return _error(409, "stale iteration", "stale_iteration")
-        result = decode_result(request.content, StateSpec.from_config(TINY))
+        iteration = self.units[unit_id - 1][0]
+        layout = strategy_for(run_info()).layout(iteration, StateSpec.from_config(TINY))
+        result = decode_result(request.content, layout)
         self.results[unit_id] = result
         body = {
             "unit_id": unit_id,

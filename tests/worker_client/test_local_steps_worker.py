@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from shared.local_steps import local_steps_samples
+
 from shared.models import ModelConfig, StateSpec
 from tests.conftest import NARROW_RUN, RunningCoordinator
 

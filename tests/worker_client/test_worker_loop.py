@@ -11,7 +11,7 @@ import torch
 from shared.builtin_faces import BuiltinFaces
 from shared.models import build_models, load_model_state, model_state
 from shared.protocol import HardwareInfo
-from shared.training_step import compute_gradients
+from shared.strategies import Synchronous
 from worker_client.api_client import CoordinatorClient
 from worker_client.errors import ConfigError
 from worker_client.identity import Identity, IdentityStore
@@ -37,7 +37,6 @@ def make_worker(fake, tmp_path, **overrides):
         url=URL,
         join_code="blue-otter",
         name="ada",
-        batch_size=2,
         poll_interval=0.01,
         max_poll_interval=0.02,
         progress=False,
@@ -69,18 +68,14 @@ def test_units_are_computed_uploaded_and_the_end_of_the_run_exits_0(tmp_path, ca
     assert worker.run() == EXIT_OK
     assert sorted(fake.results) == [1, 2, 3]
     assert fake.weight_downloads == [0, 1]  # cached while the iteration stays the same
+    # Iteration 1 is a G phase: the worker holding iteration 0 fetched D's part only.
+    assert fake.requests_for_weights[-1].url.params.get_list("networks") == ["discriminator"]
     assert worker.totals.units == 3 and worker.totals.images == 8
     # The result is exactly the shared step on W_t: BatchNorm stats were reset between units.
     generator, discriminator = build_models(TINY)
     load_model_state(generator, discriminator, model_state(*build_models(TINY, seed=0)))
-    expected = compute_gradients(
-        generator,
-        discriminator,
-        BuiltinFaces(64, 0).load([0, 2]),
-        [0, 2],
-        batch_size=2,
-        seed=7,
-        iteration=0,
+    expected = Synchronous(7, 2, TINY.latent_dim).compute(
+        generator, discriminator, BuiltinFaces(64, 0).load([0, 2]), [0, 2], version=0
     )
     got = fake.results[2]
     for name, tensor in expected.tensors.items():
@@ -92,12 +87,12 @@ def test_units_are_computed_uploaded_and_the_end_of_the_run_exits_0(tmp_path, ca
         "Initializing",
         "Worker id 1, name 'ada'",
         "Device: cpu",
-        "Batch size: 2",
         "Dataset: builtin-64, 64 images",
         "Processing work unit 3 (iteration 1)",
-        "3 images in 2 micro-batches",
+        "3 images in micro-batches of 2 (synchronous run)",
+        "(discriminator only)",
         "G_loss",
-        "| D_real",
+        "D_real",
         "Uploaded",
         "Work unit 3 completed successfully!",
         "Totals: 3 units, 8 images",
@@ -211,20 +206,20 @@ def test_heartbeats_keep_a_short_lease_alive_during_a_slow_unit(tmp_path, monkey
     assert fake.heartbeats >= 2 and sorted(fake.results) == [1]
 
 
-def test_an_unsupported_result_kind_releases_the_unit_and_says_so(tmp_path):
+def test_a_mode_this_version_does_not_know_is_a_clear_error(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "worker_client")
     fake = FakeCoordinator(units=[(0, [1])])
     original = fake._claim
 
-    def local_steps_claim():
+    def future_claim():
         response = original()
-        old, new = b'"result_kind":"gradients"', b'"result_kind":"local_steps"'
+        old, new = b'"result_kind":"synchronous"', b'"result_kind":"a_future_mode"'
         body = response.content.replace(old, new)
         return type(response)(response.status_code, content=body)
 
-    fake._claim = local_steps_claim  # type: ignore[method-assign]
-    with pytest.raises(ConfigError, match="local_steps"):
+    fake._claim = future_claim  # type: ignore[method-assign]
+    with pytest.raises(ConfigError, match="update gan-worker"):
         make_worker(fake, tmp_path).run()
-    assert fake.released == [1]
 
 
 def test_before_the_run_starts_the_worker_waits_quietly(tmp_path, caplog):

@@ -1,55 +1,70 @@
-"""The contract at the real model size: one worker, one unit per step == the local step."""
+"""The contract at the real model size: a one-worker synchronous run, one unit of B images
+per phase, takes pytorch/examples' dcgan steps at batch B (written out independently in
+``tests.shared.helpers.textbook_dcgan``), parameters and buffers equal to the last bit."""
 
 from __future__ import annotations
 
 import time
 
+import httpx
 import torch
 
-from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
 from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
 from shared.models import ModelConfig, StateSpec, build_models, model_state
-from shared.training_step import compute_gradients
+from shared.protocol import WorkUnit
+from shared.unit_result import image_noise
 from tests.conftest import RunningCoordinator
 from tests.coordinator_service.helpers import claim, real_result, upload
+from tests.shared.helpers import assert_same_state, textbook_dcgan
 
-SEED = 11
+SEED, B, ITERATIONS = 11, 16, 3
 
 
-def test_one_worker_one_unit_per_step_equals_the_local_step(
+def _claim_when_ready(worker: httpx.Client) -> WorkUnit:
+    """The next unit, once the aggregator has published the version it belongs to."""
+    deadline = time.monotonic() + 120
+    while (unit := claim(worker)) is None:
+        assert time.monotonic() < deadline, "no unit came"
+        time.sleep(0.05)
+    return unit
+
+
+def _wait_for(worker: httpx.Client, version: int) -> bytes:
+    deadline = time.monotonic() + 120
+    while (response := worker.get(f"/weights/{version}")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
+    return response.content
+
+
+def test_one_worker_synchronous_run_takes_the_textbook_steps(
     coordinator: RunningCoordinator,
 ) -> None:
     torch.set_num_threads(1)
     config = ModelConfig()  # the real 64-feature DCGAN
     spec = StateSpec.from_config(config)
     coordinator.start_run(
-        seed=SEED, units_per_step=1, images_per_unit=16, dataset={"size": 64, "shard_size": 32}
-    )
+        seed=SEED, units_per_step=1, images_per_unit=B, batch_size=B,
+        max_iterations=ITERATIONS, dataset={"size": 64, "shard_size": 32},
+    )  # fmt: skip
     worker = coordinator.client(coordinator.register())
-    unit = claim(worker)
-    assert unit is not None and len(unit.image_indices) == 16
-    weights = worker.get(coordinator.url + unit.weights_url).content
-    assert upload(worker, unit, encode_result(real_result(unit, weights))).status_code == 200
+    units: list[WorkUnit] = []
+    for version in range(2 * ITERATIONS):
+        unit = _claim_when_ready(worker)
+        assert unit.iteration == version, unit
+        weights = _wait_for(worker, version)
+        assert upload(worker, unit, encode_result(real_result(unit, weights))).status_code == 200
+        units.append(unit)
+    served = decode_snapshot(_wait_for(worker, 2 * ITERATIONS), spec)
 
-    # The same step done locally, from scratch, with the shared functions only.
-    generator, discriminator = build_models(config, seed=SEED)
-    w0 = model_state(generator, discriminator)
-    served_w0 = decode_snapshot(weights, spec).weights
-    assert all(torch.equal(w0[k], served_w0[k]) for k in w0)
-    images = BuiltinFaces(64, 0).load(unit.image_indices)
-    local = compute_gradients(generator, discriminator, images, unit.image_indices,
-                              batch_size=64, seed=SEED, iteration=0)  # fmt: skip
-    params = {k: w0[k] for k in spec.parameters}
-    expected, _ = apply_gradients(w0, aggregate([local]), initial_optimizer_state(params),
-                                  AdamConfig())  # fmt: skip
-
-    deadline = time.monotonic() + 60
-    while (response := worker.get("/weights/1")).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.05)
-    served = decode_snapshot(response.content, spec)
-    assert served.iteration == 1
-    assert served.weights.keys() == expected.keys()
-    for name, tensor in expected.items():
-        assert torch.equal(served.weights[name], tensor), name
+    # Each G phase repeats its D phase's images; D phases walk the epoch's units.
+    d_units, g_units = units[0::2], units[1::2]
+    assert [u.image_indices for u in d_units] == [u.image_indices for u in g_units]
+    assert len({i for u in d_units for i in u.image_indices}) == ITERATIONS * B
+    images = BuiltinFaces(64, 0)
+    batches = [(images.load(u.image_indices), image_noise(SEED, t, u.image_indices, 100))
+               for t, u in enumerate(d_units)]  # fmt: skip
+    w0 = model_state(*build_models(config, seed=SEED))
+    assert_same_state(served.weights, textbook_dcgan(config, w0, batches))
+    assert worker.get("/status").json()["run"]["status"] == "finished"

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import torch
+from shared.local_steps import compute_local_steps, local_steps_samples
+from shared.training_step import UnitResult
 
 from shared.aggregation import (
     AdamConfig,
@@ -24,10 +26,8 @@ from shared.aggregation import (
 )
 from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
-from shared.local_steps import compute_local_steps, local_steps_samples
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import LocalStepsInfo, WorkUnit
-from shared.training_step import UnitResult
 from tests.conftest import NARROW_RUN, RunningCoordinator
 from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
 from tests.coordinator_service.helpers import claim, fake_body, fetch, model_config, upload
