@@ -35,7 +35,8 @@ from coordinator_service.embedded import with_database
 from shared.codec import encode_result
 from shared.models import ModelConfig, StateSpec
 from shared.protocol import API_PREFIX, LEASE_HEADER, WorkUnit
-from shared.training_step import GRADIENTS, UnitMetrics, UnitResult
+from shared.strategies import Synchronous
+from shared.unit_result import UnitMetrics, UnitResult
 
 ADMIN, JOIN = "bench-admin-token", "bench-join-code"
 
@@ -55,17 +56,24 @@ class Results:
     def __init__(self, config: ModelConfig) -> None:
         import torch
 
-        spec = StateSpec.from_config(config)
+        self.spec = StateSpec.from_config(config)
         rng = torch.Generator().manual_seed(0)
-        self.tensors = {k: torch.randn(s, generator=rng) * 1e-3 for k, s in spec.parameters.items()}
-        self.buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in spec.buffers.items()}
+        self.tensors = {k: torch.randn(s, generator=rng) * 1e-3
+                        for k, s in self.spec.parameters.items()}  # fmt: skip
+        self.buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in self.spec.buffers.items()}
         self.cache: dict[tuple[int, int], bytes] = {}
 
     def body(self, iteration: int, num_samples: int) -> bytes:
+        """A valid result of the run's synchronous phase at ``iteration`` (micro-batch 64)."""
         key = (iteration, num_samples)
         if key not in self.cache:
-            result = UnitResult(GRADIENTS, iteration, num_samples, self.tensors, self.buffers,
-                                UnitMetrics(0.7, 1.3, 0.5, 0.5))  # fmt: skip
+            layout = Synchronous(0, 64, 100).layout(iteration, self.spec)
+            result = UnitResult(
+                layout.kind, iteration, num_samples,
+                {k: self.tensors[k] for k in layout.tensors},
+                {k: self.buffers[k] for k in layout.buffers},
+                UnitMetrics(0.7, 1.3, 0.5, 0.5), {"batch_size": "64"},
+            )  # fmt: skip
             self.cache[key] = encode_result(result)
         return self.cache[key]
 
@@ -158,7 +166,8 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
                 await asyncio.sleep(0.1)
             config = {"generator_features": args.features, "discriminator_features": args.features,
                       "latent_dim": 100, "images_per_unit": args.images_per_unit,
-                      "units_per_step": max(1, n // 2), "dataset": {"size": 1_000_000}}  # fmt: skip
+                      "units_per_step": max(1, n // 2), "batch_size": 64,
+                      "dataset": {"size": 1_000_000}}  # fmt: skip
             started = await c.post("/admin/runs", json={"config": config},
                                    headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
             assert started.status_code == 201, started.text

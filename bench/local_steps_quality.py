@@ -15,10 +15,12 @@ schedules and merge the results:
 Trains the DCGAN once per schedule on the same images (default: one epoch of
 Fashion-MNIST's 60,000 training images, resized from 28x28 to 64x64, one channel),
 simulating in this process exactly what the coordinator does: K simulated workers each
-compute one unit from W_t with the shared functions (``compute_gradients`` or
-``compute_local_steps``), the results are averaged (``aggregate``) and applied
-(``apply_gradients``: Adam; ``apply_deltas``: outer Nesterov SGD). The single-process
-baseline is ``gan-train-local`` itself (``shared.local_training.train``, batch 64).
+compute one unit from W_t with the run's strategy (``shared.strategies``: synchronous D
+then G phases, or local steps) and the strategy folds the results (Adam per phase, or
+the outer Nesterov SGD). The single-process baseline is ``gan-train-local`` itself
+(``shared.local_training.train``, batch 64): the textbook loop, so ``baseline``,
+``textbook`` and ``sync-64x1`` take the same steps (tests/shared and the coordinator's
+contract test check it bit for bit).
 
 Schedules are named on the command line (``--schedules``):
 
@@ -26,7 +28,8 @@ Schedules are named on the command line (``--schedules``):
 * ``textbook``                 the pytorch/examples DCGAN loop in one process: D then G on
                                each micro-batch, one Adam for the run (run as a single
                                local-steps unit of all the images, outer SGD lr 1)
-* ``sync-<U>x<K>``             synchronous gradients, units of U images, K units per step
+* ``sync-<U>x<K>``             synchronous D then G phases, K units of U images per phase
+                               (micro-batch min(U, --micro-batch)): DDP with K ranks
 * ``local-h<H>x<K>[-lr<L>][-m<M>]``
                                local steps: units of H micro-batches (H * --micro-batch
                                images), K units per outer step, outer Nesterov SGD with
@@ -76,17 +79,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from shared.aggregation import (
-    AdamConfig,
-    OuterConfig,
-    aggregate,
-    apply_deltas,
-    apply_gradients,
-    initial_optimizer_state,
-)
-from shared.codec import decode_result, encode_result, encode_snapshot
-from shared.local_steps import compute_local_steps
-from shared.local_training import LocalRun, epoch_permutation, load_checkpoint, train
+from shared.aggregation import AdamConfig, OuterConfig
+from shared.codec import decode_result, encode_result, encode_snapshot, select_snapshot
+from shared.epoch_order import epoch_order
+from shared.local_training import LocalRun, load_checkpoint, train
 from shared.models import (
     ModelConfig,
     StateSpec,
@@ -95,20 +91,16 @@ from shared.models import (
     model_state,
 )
 from shared.samples import fixed_noise, sample_grid_png
-from shared.training_step import (
-    GRADIENTS,
-    LOCAL_STEPS,
-    UnitMetrics,
-    UnitResult,
-    compute_gradients,
-)
+from shared.strategies import LocalSteps, Strategy, Synchronous
+from shared.unit_result import UnitMetrics, UnitResult
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_SCHEDULES = (
     "baseline",
     "textbook",
+    "sync-64x1",
+    "sync-32x2",
     "sync-320x3",
-    "sync-64x3",
     "local-h4x3-bf16",
     "local-h16x3-bf16",
     "local-h32x3-bf16",
@@ -116,8 +108,8 @@ DEFAULT_SCHEDULES = (
 SMOKE_SCHEDULES = (
     "baseline",
     "textbook",
-    "sync-320x3",
-    "sync-64x3",
+    "sync-64x1",
+    "sync-32x2",
     "local-h4x3",
     "local-h16x3",
     "local-h16x3-bf16",
@@ -370,7 +362,7 @@ class Schedule:
         wire = f", {self.wire} results{seed}"
         if self.mode == "sync":
             return (
-                f"sync gradients, {self.units_per_step} unit(s) of {self.unit_images} "
+                f"sync D then G phases, {self.units_per_step} unit(s) of {self.unit_images} "
                 f"per step{wire}"
             )
         outer = (
@@ -447,19 +439,44 @@ class Context:
     middle: Path  # the baseline's mid-run checkpoint, for the fresh-Adam comparison
 
 
-def _blank_result(kind: str, spec: StateSpec, num_samples: int) -> UnitResult:
-    zeros = {k: torch.zeros(s) for k, s in spec.parameters.items()}
-    buffers = {k: torch.zeros(s) for k, s in spec.buffers.items()}
-    metrics = UnitMetrics(0.6931471805599453, 1.3862943611198906, 0.5, 0.5)
-    extra = {"inner_steps": "16", "batch_size": "64"} if kind == LOCAL_STEPS else {}
-    return UnitResult(kind, 0, num_samples, zeros, buffers, metrics, extra)
+def strategy_of(ctx: Context, schedule: Schedule) -> Strategy:
+    """The strategy the simulated coordinator and workers use for ``schedule``."""
+    seed = schedule.training_seed(ctx.seed)
+    if schedule.mode == "sync":
+        micro = min(schedule.unit_images, ctx.micro_batch)
+        return Synchronous(seed, micro, ctx.model.latent_dim, adam=ctx.adam)
+    outer = OuterConfig(schedule.outer_lr, schedule.outer_momentum)
+    return LocalSteps(seed, ctx.micro_batch, ctx.model.latent_dim, inner=ctx.adam, outer=outer)
 
 
-def result_size(kind: str, config: ModelConfig, dtype: torch.dtype, num_samples: int) -> int:
-    """Encoded size of a result of ``kind`` for a model (by construction, zeros)."""
-    return len(
-        encode_result(_blank_result(kind, StateSpec.from_config(config), num_samples), dtype)
-    )
+def iteration_result_bytes(
+    strategy: Strategy, config: ModelConfig, dtype: torch.dtype, num_samples: int
+) -> int:
+    """Encoded size of one unit's results over a whole iteration (both phases in sync)."""
+    spec = StateSpec.from_config(config)
+    total = 0
+    for version in range(strategy.versions_per_iteration):
+        layout = strategy.layout(version, spec)
+        blank = UnitResult(
+            layout.kind, 0, num_samples,
+            {k: torch.zeros(s) for k, s in layout.tensors.items()},
+            {k: torch.zeros(s) for k, s in layout.buffers.items()},
+            UnitMetrics(0.6931471805599453, 1.3862943611198906, 0.5, 0.5),
+            {"inner_steps": "16", "batch_size": "64"},
+        )  # fmt: skip
+        total += len(encode_result(blank, dtype))
+    return total
+
+
+def iteration_download_bytes(strategy: Strategy, weights: dict[str, Tensor]) -> int:
+    """What a worker holding the previous version downloads per iteration: the part a
+    fold changed (one network and the buffers in sync), else the whole snapshot."""
+    snapshot = encode_snapshot(0, weights)
+    total = 0
+    for version in range(strategy.versions_per_iteration):
+        changed = strategy.changed_networks(version)
+        total += len(select_snapshot(snapshot, changed) if len(changed) < 2 else snapshot)
+    return total
 
 
 class Bytes:
@@ -489,66 +506,50 @@ def run_baseline(ctx: Context, schedule: Schedule) -> tuple[dict[str, Tensor], i
 def simulate(
     ctx: Context, schedule: Schedule, generator: nn.Module, discriminator: nn.Module
 ) -> tuple[dict[str, Tensor], int, Bytes, UnitMetrics]:
-    """The coordinator's loop: K workers compute a unit each from W_t, then one step."""
+    """The coordinator's loop: per version K workers compute a unit each from the same
+    weights (a synchronous G phase repeats the D phase's units), then one fold."""
+    strategy = strategy_of(ctx, schedule)
     weights = model_state(generator, discriminator)
     spec = StateSpec.from_config(ctx.model)
-    state = initial_optimizer_state({k: weights[k] for k in spec.parameters})
-    outer = OuterConfig(schedule.outer_lr, schedule.outer_momentum)
-    seed = schedule.training_seed(ctx.seed)
+    state = strategy.initial_optimizer({k: weights[k] for k in spec.parameters})
     wire = getattr(torch, schedule.wire)
-    order = epoch_permutation(seed, 0, len(ctx.data.train))[: ctx.images]
+    seed = schedule.training_seed(ctx.seed)
+    size = len(ctx.data.train)
+    order = epoch_order(seed, 0, size, size)[: ctx.images]
     totals = Bytes()
-    position = iteration = 0
-    metrics = UnitMetrics(0, 0, 0, 0)
-    while position < len(order):
-        snapshot_bytes = len(encode_snapshot(iteration, weights))
+    position = version = 0
+    units: list[list[int]] = []
+    metrics = UnitMetrics()
+    while position < len(order) or strategy.repeats_units(version):
+        if not strategy.repeats_units(version):
+            units = []
+            for _ in range(schedule.units_per_step):
+                if position < len(order):
+                    units.append(order[position : position + schedule.unit_images])
+                    position += len(units[-1])
+        snapshot = encode_snapshot(version, weights)
+        changed = strategy.changed_networks(version)
+        download = len(select_snapshot(snapshot, changed) if len(changed) < 2 else snapshot)
+        layout = strategy.layout(version, spec)
         results = []
-        for _ in range(schedule.units_per_step):
-            if position >= len(order):
-                break  # the epoch's last step: all issued units are in
-            indices = order[position : position + schedule.unit_images]
-            position += len(indices)
+        for indices in units:
             load_model_state(generator, discriminator, weights)
             images = ctx.data.train[torch.as_tensor(indices)]
-            if schedule.mode == "sync":
-                result = compute_gradients(
-                    generator,
-                    discriminator,
-                    images,
-                    indices,
-                    batch_size=ctx.micro_batch,
-                    seed=seed,
-                    iteration=iteration,
-                )
-            else:
-                # A short last unit of the epoch gets as many steps as it has micro-batches,
-                # so every schedule trains on each image exactly once.
-                steps = min(schedule.inner_steps, math.ceil(len(indices) / ctx.micro_batch))
-                result = compute_local_steps(
-                    generator,
-                    discriminator,
-                    images,
-                    indices,
-                    batch_size=ctx.micro_batch,
-                    inner_steps=steps,
-                    adam=ctx.adam,
-                    seed=seed,
-                    iteration=iteration,
-                )
+            result = strategy.compute(
+                generator, discriminator, images if strategy.needs_images(version) else None,
+                indices, version=version,
+            )  # fmt: skip
             body = encode_result(result, wire)  # what the worker would upload
             totals.up += len(body)
-            totals.down += snapshot_bytes
-            results.append(decode_result(body, spec) if wire != torch.float32 else result)
-        combined = aggregate(results)
-        metrics = combined.metrics
-        if schedule.mode == "sync":
-            weights, state = apply_gradients(weights, combined, state, ctx.adam)
-        else:
-            weights, state = apply_deltas(weights, combined, state, outer)
-        iteration += 1
+            totals.down += download
+            results.append(decode_result(body, layout) if wire != torch.float32 else result)
+        fold = strategy.fold(weights, state, results, version=version)
+        weights, state = fold.weights, fold.optimizer
+        metrics = metrics.merged(fold.metrics)
+        version += 1
         if not all(torch.isfinite(v).all() for v in weights.values()):
-            raise FloatingPointError(f"{schedule.name}: weights diverged at step {iteration}")
-    return weights, iteration, totals, metrics
+            raise FloatingPointError(f"{schedule.name}: weights diverged at version {version}")
+    return weights, version, totals, metrics
 
 
 def run_schedule(
@@ -565,11 +566,11 @@ def run_schedule(
     if schedule.mode == "baseline":
         weights, steps = run_baseline(ctx, schedule)
         # Bytes if the same steps ran through a coordinator: sync units of 64, one per step.
-        snapshot = len(encode_snapshot(0, model_state(generator, discriminator)))
+        sync = Synchronous(0, schedule.unit_images, ctx.model.latent_dim)
         units = math.ceil(ctx.images / schedule.unit_images)
         totals = Bytes()
-        totals.up = units * result_size(GRADIENTS, ctx.model, torch.float32, 64)
-        totals.down = units * snapshot
+        totals.up = units * iteration_result_bytes(sync, ctx.model, torch.float32, 64)
+        totals.down = units * iteration_download_bytes(sync, model_state(generator, discriminator))
         metrics = None
         note = "no network; bytes as if run as sync-64x1 (identical steps)"
     else:
@@ -590,11 +591,12 @@ def run_schedule(
     images_dir.mkdir(parents=True, exist_ok=True)
     noise = fixed_noise(ctx.seed, 64, ctx.model.latent_dim)
     (images_dir / f"local-steps-{schedule.name}.png").write_bytes(sample_grid_png(generator, noise))
-    unit_kind = LOCAL_STEPS if schedule.mode == "local" else GRADIENTS
     real_model = ModelConfig(channels=3)
     wire = getattr(torch, schedule.wire)
-    real_up = result_size(unit_kind, real_model, wire, schedule.unit_images)
-    real_down = len(encode_snapshot(0, model_state(*build_models(real_model))))
+    baseline = schedule.mode == "baseline"
+    strategy = Synchronous(0, 64, 100) if baseline else strategy_of(ctx, schedule)
+    real_up = iteration_result_bytes(strategy, real_model, wire, schedule.unit_images)
+    real_down = iteration_download_bytes(strategy, model_state(*build_models(real_model)))
     outcome = Outcome(
         schedule=schedule.name,
         description=schedule.describe(),
@@ -628,49 +630,39 @@ def _cosine(a: dict[str, Tensor], b: dict[str, Tensor], prefix: str) -> float:
 def fresh_adam_check(ctx: Context, middle: Path, steps: int = 16) -> dict[str, dict[str, float]]:
     """From the baseline's mid-run checkpoint, ``steps`` steps over the same next images:
 
-    * ``warm``: the baseline's own next steps (sync step per micro-batch, warm Adam);
+    * ``warm``: the baseline's own next steps (textbook steps per micro-batch, warm Adam);
     * ``fresh``: the same steps with Adam reset to zero (isolates the reset);
     * ``local``: one local-steps unit of H = ``steps`` (fresh Adam, D-then-G order).
 
     Reports the size of each weight change and its cosine with the warm one.
     """
     _, progress, w_mid, adam_mid = load_checkpoint(middle)
-    order = epoch_permutation(ctx.seed, 0, len(ctx.data.train))
+    size = len(ctx.data.train)
+    order = epoch_order(ctx.seed, 0, size, size)
     indices = order[progress.position : progress.position + steps * ctx.micro_batch]
     spec = StateSpec.from_config(ctx.model)
     generator, discriminator = build_models(ctx.model)
+    sync = Synchronous(ctx.seed, ctx.micro_batch, ctx.model.latent_dim, adam=ctx.adam)
     changes: dict[str, dict[str, Tensor]] = {}
     for label, fresh in (("warm", False), ("fresh", True)):
         weights = dict(w_mid)
-        state = (
-            initial_optimizer_state({k: w_mid[k] for k in spec.parameters}) if fresh else adam_mid
-        )
+        params = {k: w_mid[k] for k in spec.parameters}
+        state = sync.initial_optimizer(params) if fresh else adam_mid
         for step in range(steps):
             batch = indices[step * ctx.micro_batch : (step + 1) * ctx.micro_batch]
-            load_model_state(generator, discriminator, weights)
-            result = compute_gradients(
-                generator,
-                discriminator,
-                ctx.data.train[torch.as_tensor(batch)],
-                batch,
-                batch_size=ctx.micro_batch,
-                seed=ctx.seed,
-                iteration=progress.iteration + step,
-            )
-            weights, state = apply_gradients(weights, aggregate([result]), state, ctx.adam)
+            images = ctx.data.train[torch.as_tensor(batch)]
+            for phase in (0, 1):
+                version = 2 * (progress.iteration + step) + phase
+                load_model_state(generator, discriminator, weights)
+                result = sync.compute(generator, discriminator, images, batch, version=version)
+                fold = sync.fold(weights, state, [result], version=version)
+                weights, state = fold.weights, fold.optimizer
         changes[label] = {k: w_mid[k] - weights[k] for k in spec.parameters}
     load_model_state(generator, discriminator, w_mid)
-    local = compute_local_steps(
-        generator,
-        discriminator,
-        ctx.data.train[torch.as_tensor(indices)],
-        indices,
-        batch_size=ctx.micro_batch,
-        inner_steps=steps,
-        adam=ctx.adam,
-        seed=ctx.seed,
-        iteration=progress.iteration,
-    )
+    local = LocalSteps(ctx.seed, ctx.micro_batch, ctx.model.latent_dim, inner=ctx.adam).compute(
+        generator, discriminator, ctx.data.train[torch.as_tensor(indices)], indices,
+        version=progress.iteration,
+    )  # fmt: skip
     changes["local"] = local.tensors
     report: dict[str, dict[str, float]] = {}
     for label, change in changes.items():

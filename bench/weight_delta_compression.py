@@ -29,8 +29,8 @@ from shared.aggregation import (
     initial_optimizer_state,
 )
 from shared.builtin_faces import BuiltinFaces
-from shared.local_steps import compute_local_steps
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
+from shared.strategies import LocalSteps
 
 
 def planes(words: np.ndarray) -> bytes:
@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None) -> list[float]:
             range(step * args.inner_steps * batch, (step + 1) * args.inner_steps * batch)
         )
         load_model_state(generator, discriminator, weights)
-        result = compute_local_steps(
-            generator, discriminator, faces.load(indices), indices, batch_size=batch,
-            inner_steps=args.inner_steps, adam=AdamConfig(), seed=0, iteration=step,
-        )  # fmt: skip
+        result = LocalSteps(0, batch, config.latent_dim, inner=AdamConfig()).compute(
+            generator, discriminator, faces.load(indices), indices, version=step
+        )
         before = np.concatenate([weights[k].numpy().ravel() for k in names]).view(np.uint32)
         weights, state = apply_deltas(weights, aggregate([result]), state, OuterConfig())
         after = np.concatenate([weights[k].numpy().ravel() for k in names]).view(np.uint32)

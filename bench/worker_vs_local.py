@@ -10,8 +10,9 @@ What is compared (real model size, built-in faces, CPU):
   last one, over the time between them (claim, weights download, image rendering,
   gradients, upload, averaging, Adam, publishing the next weights: everything).
 * **local, same units**: the same first units of the coordinator's epoch plan, each one
-  ``compute_gradients`` (micro-batches of ``--batch-size``) + ``apply_gradients``: the
-  very math of the distributed run, without the network and the database.
+  synchronous iteration (``shared.strategies.Synchronous``: D phase and its fold, G phase
+  and its fold, micro-batches of ``--batch-size``): the very math of the distributed
+  run, without the network and the database.
 * **gan-train-local**: ``shared.local_training.train`` with ``--batch-size`` images per
   step over as many images (a step per micro-batch, as a student would train alone).
 
@@ -35,12 +36,11 @@ import httpx
 import torch
 
 from coordinator_service.training.planner import plan_epoch
-from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
 from shared.builtin_faces import BuiltinFaces
 from shared.local_training import LocalRun, train
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import RunConfig
-from shared.training_step import compute_gradients
+from shared.strategies import Synchronous
 
 BIN = Path(sys.executable).parent
 ADMIN = "bench-admin-token"
@@ -91,7 +91,8 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
         wait_healthy(url, coordinator)
         api = httpx.Client(base_url=url + "/api/v1", timeout=60)
         config = {"images_per_unit": args.images_per_unit, "units_per_step": 1,
-                  "max_iterations": args.units, "seed": args.seed}  # fmt: skip
+                  "batch_size": args.batch_size, "max_iterations": args.units,
+                  "seed": args.seed}  # fmt: skip
         started = api.post("/admin/runs", json={"config": config},
                            headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
         started.raise_for_status()
@@ -99,7 +100,7 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
         worker_env["GAN_WORKER_TORCH_THREADS"] = str(args.threads)
         worker = subprocess.Popen(
             [str(BIN / "gan-worker"), "--url", url, "--join-code", JOIN, "--name", "bench",
-             "--batch-size", str(args.batch_size), "--state-dir", str(workdir / "worker"),
+             "--state-dir", str(workdir / "worker"),
              "--no-progress", "--poll-interval", "0.05", "--max-poll-interval", "0.2"],
             env=worker_env, stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -107,15 +108,16 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
         while True:
             status = api.get("/status").json()
             now = time.perf_counter()
-            if first_step is None and status["iteration"] >= 1:
+            # Two versions per iteration (D phase, G phase), each counting the unit's images.
+            if first_step is None and status["iteration"] >= 2:
                 first_step = (now, status["images_processed"])
-            if status["iteration"] >= args.units:
+            if status["iteration"] >= 2 * args.units:
                 break
             if worker.poll() is not None:
                 raise RuntimeError((workdir / "worker.log").read_text())
             time.sleep(0.02)
         assert first_step is not None
-        images = status["images_processed"] - first_step[1]
+        images = (status["images_processed"] - first_step[1]) // 2
         seconds = now - first_step[0]
         if worker.wait(timeout=60) != 0:
             raise RuntimeError((workdir / "worker.log").read_text())
@@ -135,23 +137,26 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
 
 def local_same_units(args: argparse.Namespace) -> tuple[float, int, float]:
     """(images/s, images, seconds) of the coordinator's math on its first units, locally."""
-    run = RunConfig(images_per_unit=args.images_per_unit, units_per_step=1, seed=args.seed)
+    run = RunConfig(images_per_unit=args.images_per_unit, units_per_step=1, seed=args.seed,
+                    batch_size=args.batch_size)
     units = [indices for _, indices in plan_epoch(run, 0)[: args.units]]
     config = ModelConfig()
     generator, discriminator = build_models(config, seed=args.seed)
     weights = model_state(generator, discriminator)
     spec = StateSpec.from_config(config)
-    optimizer = initial_optimizer_state({k: weights[k] for k in spec.parameters})
+    strategy = Synchronous(args.seed, args.batch_size, config.latent_dim)
+    optimizer = strategy.initial_optimizer({k: weights[k] for k in spec.parameters})
     faces = BuiltinFaces(run.dataset.size, 0)  # the default built-in dataset, seed 0
     started, images = 0.0, 0
     for number, indices in enumerate(units):
         if number == 1:  # the first unit warms up, as the coordinator's first step does
             started = time.perf_counter()
-        result = compute_gradients(generator, discriminator, faces.load(indices), indices,
-                                   batch_size=args.batch_size, seed=args.seed,
-                                   iteration=number)  # fmt: skip
-        weights, optimizer = apply_gradients(weights, aggregate([result]), optimizer, AdamConfig())
-        load_model_state(generator, discriminator, weights)
+        pixels = faces.load(indices)
+        for version in (2 * number, 2 * number + 1):
+            result = strategy.compute(generator, discriminator, pixels, indices, version=version)
+            fold = strategy.fold(weights, optimizer, [result], version=version)
+            weights, optimizer = fold.weights, fold.optimizer
+            load_model_state(generator, discriminator, weights)
         if number >= 1:
             images += len(indices)
     seconds = time.perf_counter() - started

@@ -105,6 +105,14 @@ class _BufferMean:
             var.copy_(var_sum)
 
 
+def _local_gradients(net: nn.Module) -> contextlib.AbstractContextManager:
+    """Under DDP, keep this forward-backward's gradients local (``no_sync``, which DDP
+    reads at forward time) so that the next backward all-reduces their sum once: the
+    same rounding as one worker's unit."""
+    no_sync = getattr(net, "no_sync", None)
+    return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
 def micro_batches(count: int, batch_size: int) -> list[slice]:
     """The unit's positions cut into micro-batches in order (the last may be short)."""
     if count < 1 or batch_size < 1:
@@ -149,9 +157,10 @@ def discriminator_phase(
         m = part.stop - part.start
         scale = m / n  # per-image mean over the unit; exactly 1.0 for one micro-batch
         buffers.reset()
-        d_real = discriminator(real[part])
-        loss_real = _bce(d_real, 1.0)
-        (loss_real * scale if scale != 1.0 else loss_real).backward()
+        with _local_gradients(discriminator):  # one all-reduce of real + fake, not two
+            d_real = discriminator(real[part])
+            loss_real = _bce(d_real, 1.0)
+            (loss_real * scale if scale != 1.0 else loss_real).backward()
         with torch.no_grad(), frozen_running_stats(generator):
             fake = generator(noise[part])
         d_fake = discriminator(fake)

@@ -48,6 +48,7 @@ class LocalRun:
 
     dataset: str = "builtin"
     builtin_size: int = 20_000
+    builtin_seed: int = 0  # the coordinator's default: the same faces as a class run
     batch_size: int = 64
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)

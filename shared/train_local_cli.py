@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         "'gan-coordinator dataset import', or any folder of images",
     )
     p.add_argument("--builtin-size", type=int, default=20_000, help="images in the built-in set")
+    p.add_argument(
+        "--builtin-seed", type=int, default=0,
+        help="which built-in faces are drawn (the coordinator's default is 0 too)",
+    )  # fmt: skip
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, default=None, help="passes over the data (1)")
     budget.add_argument("--images", type=int, default=None, help="stop after this many images")
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             run = LocalRun(
                 dataset=args.dataset,
                 builtin_size=args.builtin_size,
+                builtin_seed=args.builtin_seed,
                 batch_size=args.batch_size,
                 seed=args.seed,
                 model=ModelConfig(
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"--batch-size {run.batch_size} does not split into {world.size} equal ranks"
             )
-        source = open_source(run.dataset, builtin_size=run.builtin_size, seed=run.seed)
+        source = open_source(run.dataset, builtin_size=run.builtin_size, seed=run.builtin_seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,15 @@ How an import stays safe to interrupt:
    in one step. The catalog only lists folders named by an id holding a valid manifest,
    so a half-done import is never visible as a dataset.
 
+Members are imported in a seeded shuffle of their listed order (seeded by the source's
+fingerprint, so the same content still gives the same dataset). Folders and archives
+list files by path, and an ImageFolder's paths are sorted by class: unshuffled, every
+shard would hold one class, and so would every micro-batch cut from a shard (measured
+on Fashion-MNIST: 892 of 938 micro-batches of one class, and a generator collapsed onto
+dresses). Shuffled, each shard is a uniform sample of the whole, so the epoch's walk
+(``shared.epoch_order``) gives the class mix of a shuffled DataLoader while a worker
+still downloads only the shards its units touch.
+
 Decoding runs in a process pool (``workers``), batches of members in flight at once and
 results consumed in member order, so parallelism never changes the bytes.
 """
@@ -104,6 +113,12 @@ def auto_workers(remaining: int) -> int:
     return max(1, min(default_workers(), remaining // PER_PROCESS))
 
 
+def shuffled(members: list[str], fingerprint: str) -> list[str]:
+    """The import order: a permutation seeded by the source's content fingerprint."""
+    order = np.random.default_rng(int(fingerprint, 16)).permutation(len(members))
+    return [members[i] for i in order.tolist()]
+
+
 def _record_path(partial: Path, k: int) -> Path:
     return partial / shard_filename(k).replace(".safetensors", ".json")
 
@@ -183,7 +198,8 @@ def import_dataset(
         source, split=split, builtin_size=builtin_size, builtin_seed=builtin_seed
     )
     root = Path(data_root)
-    fingerprint = f"{plan.fingerprint}-{shard_size}"
+    fingerprint = f"{plan.fingerprint}-{shard_size}-shuffled"
+    members = shuffled(plan.members, plan.fingerprint)
     existing = find_by_fingerprint(root, fingerprint)
     if existing is not None:
         return ImportResult(existing.manifest, existing.path, already_imported=True)
@@ -197,7 +213,7 @@ def import_dataset(
     trailing_skipped: list[str] = []
 
     bar = tqdm(
-        total=len(plan.members),
+        total=len(members),
         initial=cursor,
         unit="img",
         desc=f"import {plan.default_name}",
@@ -228,20 +244,20 @@ def import_dataset(
     try:
         if not finished:
             if workers is None:
-                workers = auto_workers(len(plan.members) - cursor)
-            stream = _decoded(plan.spec, plan.members, cursor, workers)
+                workers = auto_workers(len(members) - cursor)
+            stream = _decoded(plan.spec, members, cursor, workers)
             try:
                 for position, images in enumerate(stream, start=cursor):
                     decoded += 1
                     bar.update(1)
                     if images is None:
-                        buffer_skipped.append(plan.members[position])
+                        buffer_skipped.append(members[position])
                         continue
                     buffer.append(images)
                     if len(buffer) == shard_size:
                         flush(position + 1)
                 if buffer:
-                    flush(len(plan.members))
+                    flush(len(members))
             finally:
                 stream.close()
                 close_archives()
@@ -253,7 +269,7 @@ def import_dataset(
     if not done:
         shutil.rmtree(partial, ignore_errors=True)
         raise NoImagesError(
-            f"none of the {len(plan.members)} files in {plan.description} could be decoded "
+            f"none of the {len(members)} files in {plan.description} could be decoded "
             f"as an image (first: {', '.join(skipped[:3])}); nothing was imported."
         )
     shards = [record.shard for record in done]

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shared.local_steps import local_steps_samples
 
 from shared.models import ModelConfig, StateSpec
 from tests.conftest import NARROW_RUN, RunningCoordinator
@@ -26,21 +25,20 @@ def test_a_worker_trains_one_local_steps_unit_in_bf16(
 ) -> None:
     coordinator.start_run(
         **NARROW_RUN, units_per_step=1, max_iterations=1, result_kind="local_steps",
-        result_dtype="bfloat16", inner_steps=5,
+        result_dtype="bfloat16", batch_size=5,
     )  # fmt: skip
-    proc = workers.start(coordinator.url, "ada", "--batch-size", "5",
-                         join_code=coordinator.join_code)  # fmt: skip
+    proc = workers.start(coordinator.url, "ada", join_code=coordinator.join_code)
     assert proc.wait() == 0, proc.output()
     out = proc.output()
-    assert "16 images, 5 local steps on micro-batches of up to 5" in out
+    assert "16 images in micro-batches of 5 (local steps run)" in out
     assert "completed successfully" in out and "The training run is finished" in out
-    # Batches of 5, 5, 5, 1 over the 16 images, then the first 5 again.
-    trained = local_steps_samples(16, 5, 5)
-    assert trained == 21 and proc.images_done() == trained
+    # Micro-batches of 5, 5, 5, 1: four inner steps, each of the 16 images once.
+    trained = 16
+    assert proc.images_done() == trained
     api = coordinator.client()
     status = api.get("/status").json()
     assert status["state"] == "finished" and status["result_kind"] == "local_steps"
-    assert status["inner_steps"] == 5 and status["outer_steps"] == 1
+    assert status["inner_steps"] == 4 and status["outer_steps"] == 1
     assert status["images_processed"] == trained
     # bf16 on the wire: 2 bytes per value (float32 would be 4) plus the header.
     values = StateSpec.from_config(ModelConfig(32, 8, 8)).numel()  # NARROW_RUN's model

@@ -14,24 +14,17 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from shared.local_steps import compute_local_steps, local_steps_samples
-from shared.training_step import UnitResult
 
-from shared.aggregation import (
-    AdamConfig,
-    OuterConfig,
-    aggregate,
-    apply_deltas,
-    initial_optimizer_state,
-)
+from shared.aggregation import OuterConfig, aggregate, apply_deltas, initial_optimizer_state
 from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
-from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
-from shared.protocol import LocalStepsInfo, WorkUnit
+from shared.models import ModelConfig, StateSpec, build_models, model_state
+from shared.protocol import LocalStepsInfo, RunConfig
+from shared.unit_result import image_noise
 from tests.conftest import NARROW_RUN, RunningCoordinator
 from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
-from tests.coordinator_service.helpers import claim, fake_body, fetch, model_config, upload
-from tests.shared.helpers import reference_dcgan_steps
+from tests.coordinator_service.helpers import claim, fetch, model_config, real_result, upload
+from tests.shared.helpers import textbook_dcgan
 
 SEED = 5
 PLAIN_SGD = {"outer_lr": 1.0, "outer_momentum": 0.0, "outer_nesterov": False}
@@ -43,24 +36,6 @@ def one_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def local_result(unit: WorkUnit, weights: bytes, *, batch_size: int) -> UnitResult:
-    """What a worker computes for a local-steps unit at the downloaded weights."""
-    config = model_config(unit)
-    assert unit.run.local_steps is not None
-    info = unit.run.local_steps
-    generator, discriminator = build_models(config)
-    load_model_state(
-        generator, discriminator, decode_snapshot(weights, StateSpec.from_config(config)).weights
-    )
-    images = BuiltinFaces(unit.run.dataset.num_images, 0).load(unit.image_indices)
-    return compute_local_steps(
-        generator, discriminator, images, unit.image_indices, batch_size=batch_size,
-        inner_steps=info.inner_steps,
-        adam=AdamConfig(info.inner_lr, info.inner_beta1, info.inner_beta2),
-        seed=unit.run.seed, iteration=unit.iteration,
-    )  # fmt: skip
 
 
 def served_weights(worker: httpx.Client, iteration: int, spec: StateSpec) -> Any:
@@ -75,8 +50,8 @@ def test_h1_with_plain_outer_sgd_is_one_local_adam_step(coordinator: RunningCoor
     config = ModelConfig()  # the real 64-feature DCGAN
     spec = StateSpec.from_config(config)
     coordinator.start_run(
-        seed=SEED, units_per_step=1, images_per_unit=16, dataset={"size": 64, "shard_size": 32},
-        result_kind="local_steps", inner_steps=1, **PLAIN_SGD,
+        seed=SEED, units_per_step=1, images_per_unit=16, batch_size=16,
+        dataset={"size": 64, "shard_size": 32}, result_kind="local_steps", **PLAIN_SGD,
     )  # fmt: skip
     worker = coordinator.client(coordinator.register())
     unit = claim(worker)
@@ -86,17 +61,14 @@ def test_h1_with_plain_outer_sgd_is_one_local_adam_step(coordinator: RunningCoor
         inner_steps=1, inner_lr=2e-4, inner_beta1=0.5, inner_beta2=0.999
     )
     weights = worker.get(coordinator.url + unit.weights_url).content
-    body = encode_result(local_result(unit, weights, batch_size=16))
+    body = encode_result(real_result(unit, weights))
     assert upload(worker, unit, body).status_code == 200
 
     w0 = model_state(*build_models(config, seed=SEED))
     assert all(torch.equal(w0[k], v) for k, v in decode_snapshot(weights, spec).weights.items())
-    indices = sorted(unit.image_indices)
-    images = BuiltinFaces(64, 0).load(indices)
-    expected = reference_dcgan_steps(
-        config, w0, images, indices,
-        batch_size=len(indices), steps=1, adam=AdamConfig(), seed=SEED, iteration=0,
-    )  # fmt: skip
+    indices = unit.image_indices  # trained in the unit's order, the epoch walk's
+    batch = (BuiltinFaces(64, 0).load(indices), image_noise(SEED, 0, indices, 100))
+    expected = textbook_dcgan(config, w0, [batch])
 
     served = served_weights(worker, 1, spec)
     assert served.iteration == 1 and served.weights.keys() == expected.keys()
@@ -116,7 +88,7 @@ def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
 ) -> None:
     coordinator.start_run(
         **NARROW_RUN, seed=SEED, units_per_step=1, result_kind="local_steps",
-        result_dtype="bfloat16", inner_steps=3,
+        result_dtype="bfloat16", batch_size=8,
     )  # fmt: skip
     worker = coordinator.client(coordinator.register())
     unit = claim(worker)
@@ -124,14 +96,14 @@ def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
     config = model_config(unit)
     spec = StateSpec.from_config(config)
     weights = worker.get(coordinator.url + unit.weights_url).content
-    result = local_result(unit, weights, batch_size=8)
-    # Three steps of 8 over a 16-image unit: the third starts over at its first 8.
-    assert result.num_samples == local_steps_samples(16, 8, 3) == 24
+    result = real_result(unit, weights)
+    # Two steps of 8 over a 16-image unit: each image once.
+    assert result.num_samples == 16 and result.extra["inner_steps"] == "2"
     fp32_body = encode_result(result)
     body = encode_result(result, torch.bfloat16)
     assert len(body) < 0.55 * len(fp32_body)
     answer = upload(worker, unit, body)
-    assert answer.status_code == 200 and answer.json()["num_samples"] == 24
+    assert answer.status_code == 200 and answer.json()["num_samples"] == 16
 
     w0 = decode_snapshot(weights, spec).weights
     params = {k: w0[k] for k in spec.parameters}
@@ -164,32 +136,35 @@ def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
     assert checkpoint.optimizer.exp_avg == {} == checkpoint.optimizer.exp_avg_sq
     status = worker.get("/status").json()
     assert status["result_dtype"] == "bfloat16" and status["outer_steps"] == 1
-    assert status["result_bytes_per_image"] == pytest.approx(len(body) / 24)
+    assert status["result_bytes_per_image"] == pytest.approx(len(body) / 16)
 
 
 def test_a_result_of_the_wrong_kind_or_count_is_refused_and_changes_nothing(
     coordinator: RunningCoordinator,
 ) -> None:
-    coordinator.start_run(
-        **NARROW_RUN, units_per_step=10, result_kind="local_steps", inner_steps=2
-    )
+    """A result's weight in the fold is its unit's image count: whatever a worker declares
+    otherwise (images, inner steps, micro-batch) gets the result refused, not reweighted."""
+    coordinator.start_run(**NARROW_RUN, units_per_step=10, result_kind="local_steps",
+                          batch_size=8)  # fmt: skip
     worker = coordinator.client(coordinator.register())
     unit = claim(worker)
     assert unit is not None
     weights = worker.get(coordinator.url + unit.weights_url).content
-    gradients = fake_body(unit)  # a valid result, of the gradients kind
-    assert_refused_unchanged(coordinator, lambda: upload(worker, unit, gradients), 422,
-                             "invalid_result")  # fmt: skip
-    good = local_result(unit, weights, batch_size=4)
-    wrong_h = local_result(unit, weights, batch_size=4)
+    good = real_result(unit, weights)
+    wrong_kind = real_result(unit, weights)
+    wrong_kind.kind = "d_phase"
+    wrong_h = real_result(unit, weights)
     wrong_h.extra["inner_steps"] = "3"
-    wrong_count = local_result(unit, weights, batch_size=4)
-    wrong_count.num_samples += 1
-    for bad in (wrong_h, wrong_count):
+    inflated = real_result(unit, weights)
+    inflated.num_samples *= 32
+    huge_batch = real_result(unit, weights)
+    huge_batch.extra["batch_size"] = str(10**12)
+    for bad in (wrong_kind, wrong_h, inflated, huge_batch):
         body = encode_result(bad)
         assert_refused_unchanged(coordinator, lambda b=body: upload(worker, unit, b), 422,
                                  "invalid_result")  # fmt: skip
-    assert upload(worker, unit, encode_result(good)).status_code == 200
+    answer = upload(worker, unit, encode_result(good))
+    assert answer.status_code == 200 and answer.json()["num_samples"] == 16
 
 
 def test_local_steps_options_need_a_local_steps_run(coordinator: RunningCoordinator) -> None:
@@ -209,6 +184,11 @@ def test_local_steps_options_need_a_local_steps_run(coordinator: RunningCoordina
     )
 
 
+def test_inner_steps_that_would_train_images_twice_or_never_are_refused() -> None:
+    with pytest.raises(ValueError, match="images_per_unit to inner_steps x batch_size"):
+        RunConfig(result_kind="local_steps", images_per_unit=608, inner_steps=32)
+
+
 def test_presets_train_local_steps_unless_told_otherwise() -> None:
     from coordinator_service.training.presets import resolve
 
@@ -221,8 +201,8 @@ def test_presets_train_local_steps_unless_told_otherwise() -> None:
         assert (config.outer_lr, config.outer_momentum, config.outer_nesterov) == (0.7, 0.9, True)
         smaller = resolve(preset, {"images_per_unit": 640})  # H follows: one pass of 64s
         assert (smaller.images_per_unit, smaller.inner_steps) == (640, 10)
-        assert resolve(preset, {"images_per_unit": 640, "inner_steps": 4}).inner_steps == 4
-        sync = resolve(preset, {"result_kind": "gradients"})  # the preset's H is dropped
+        assert resolve(preset, {"batch_size": 32}).inner_steps == 64
+        sync = resolve(preset, {"result_kind": "synchronous"})  # the preset's H is dropped
         assert (sync.inner_steps, sync.images_per_unit, sync.result_dtype) == (
-            None, 320, "float32"
+            None, 64, "float32"
         )

@@ -8,14 +8,15 @@ from collections.abc import Callable
 import httpx
 import torch
 
-from shared.aggregation import AdamConfig, aggregate, apply_gradients, initial_optimizer_state
+from coordinator_service.training import engine
 from shared.codec import decode_result, decode_snapshot
 from shared.models import ModelConfig, StateSpec
-from shared.protocol import API_PREFIX
+from shared.protocol import API_PREFIX, RunConfig
 from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
 from tests.coordinator_service.helpers import claim, fake_body, upload
 
 CONFIG = ModelConfig(latent_dim=32, generator_features=8, discriminator_features=8)
+RUN = {**NARROW_RUN, "units_per_step": 3, "step_timeout": 3600}
 
 
 def _clients(url: str, token: str | None = None) -> httpx.Client:
@@ -29,8 +30,7 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     spec = StateSpec.from_config(CONFIG)
     first = spawn_coordinator(database_url)
     with _clients(first.url, TEST_ADMIN_TOKEN) as admin, _clients(first.url) as anon:
-        assert admin.post("/admin/runs", json={"config": {**NARROW_RUN, "units_per_step": 3,
-                          "step_timeout": 3600}}).status_code == 201  # fmt: skip
+        assert admin.post("/admin/runs", json={"config": RUN}).status_code == 201
         token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
             "token"
         ]
@@ -58,12 +58,13 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     worker.close()
 
     # What an uninterrupted coordinator computes: the three results in unit order.
-    weights0 = decode_snapshot(w0, spec).weights
-    results = [decode_result(b, spec) for _, b in sorted(zip(
+    config = RunConfig.model_validate(RUN)
+    start, _ = engine.initial_state(config)
+    assert all(torch.equal(start.weights[k], v) for k, v in decode_snapshot(w0, spec).weights.items())
+    layout = engine.result_layout(config, 0)
+    results = [decode_result(b, layout) for _, b in sorted(zip(
         [u.unit_id for u in units], bodies, strict=True))]  # type: ignore[union-attr]  # fmt: skip
-    params = {k: weights0[k] for k in spec.parameters}
-    expected, _ = apply_gradients(weights0, aggregate(results), initial_optimizer_state(params),
-                                  AdamConfig())  # fmt: skip
+    expected = engine.step(start, results, config, with_sample=False).state.weights
     served = decode_snapshot(response.content, spec).weights
     for name, tensor in expected.items():
         assert torch.equal(served[name], tensor), name
