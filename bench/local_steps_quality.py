@@ -110,6 +110,7 @@ SMOKE_SCHEDULES = (
     "textbook",
     "sync-64x1",
     "sync-32x2",
+    "sync-320x3",
     "local-h4x3",
     "local-h16x3",
     "local-h16x3-bf16",

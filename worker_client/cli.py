@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="your name on the leaderboard")
     p.add_argument("--config", type=Path, help="YAML settings file (see config.yaml.template)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    # Gone: the run fixes the micro-batch. Kept hidden so that the settings explain why.
+    p.add_argument("--batch-size", dest="batch_size", type=int, help=argparse.SUPPRESS)
     p.add_argument(
         "--poll-interval",
         dest="poll_interval",

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -71,6 +71,17 @@ class WorkerSettings(BaseSettings):
         description="a local copy of the run's imported dataset (a folder with manifest.json "
         "and its shards, e.g. a prefetched cache folder): nothing is downloaded",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_batch_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_size" in data:
+            raise ValueError(
+                "batch_size is no longer a worker setting: the run fixes the micro-batch "
+                "(BatchNorm makes a result depend on it, so every worker computes the same); "
+                "remove it from your flags or config file"
+            )
+        return data
 
     @field_validator("url")
     @classmethod

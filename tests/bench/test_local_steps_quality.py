@@ -48,6 +48,7 @@ def test_schedule_names(bench):
     plain = bench.parse_schedule("local-h16x1-lr1-m0", 64)
     assert (plain.outer_lr, plain.outer_momentum) == (1.0, 0.0)
     sync = bench.parse_schedule("sync-320x3", 64)
+    assert bench.parse_schedule("sync-32x2", 64).unit_images == 32
     assert (sync.mode, sync.unit_images, sync.units_per_step) == ("sync", 320, 3)
     assert (sync.wire, sync.seed) == ("float32", None)
     light = bench.parse_schedule("local-h32x8-lr0.35-bf16-s2", 64)
@@ -76,8 +77,10 @@ def test_smoke_run_table_is_sane(bench, tmp_path):
     expected_steps = {
         "baseline": math.ceil(images / 64),
         "textbook": 1,
-        "sync-320x3": math.ceil(images / 960),
-        "sync-64x3": math.ceil(math.ceil(images / 64) / 3),
+        # synchronous: two versions (D phase, G phase) per iteration
+        "sync-64x1": 2 * math.ceil(images / 64),
+        "sync-32x2": 2 * math.ceil(images / 64),
+        "sync-320x3": 2 * math.ceil(images / 960),
         "local-h4x3": math.ceil(math.ceil(images / 256) / 3),
         "local-h16x3": math.ceil(math.ceil(images / 1024) / 3),
         "local-h16x3-bf16": math.ceil(math.ceil(images / 1024) / 3),
@@ -92,9 +95,15 @@ def test_smoke_run_table_is_sane(bench, tmp_path):
         png = tmp_path / f"local-steps-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert rows["baseline"]["ratio_vs_baseline"] == pytest.approx(1.0)
+    # gan-train-local, sync 64x1 through the simulated coordinator and the textbook loop
+    # take the same steps: the same distance (the textbook up to its final rounding).
+    assert rows["sync-64x1"]["frechet_distance"] == rows["baseline"]["frechet_distance"]
+    assert rows["textbook"]["frechet_distance"] == pytest.approx(
+        rows["baseline"]["frechet_distance"], rel=1e-3
+    )
     # By construction: a 1024-image unit sends one result where 64-image sync units send 16.
     h16, h16_bf16 = rows["local-h16x3"], rows["local-h16x3-bf16"]
-    sync64, sync320 = rows["sync-64x3"], rows["sync-320x3"]
+    sync64, sync320 = rows["sync-64x1"], rows["sync-320x3"]
     assert h16["up_bytes_per_image"] * 15 <= sync64["up_bytes_per_image"]
     assert h16_bf16["wire"] == "bfloat16"
     assert h16_bf16["up_bytes_per_image"] < 0.55 * h16["up_bytes_per_image"]

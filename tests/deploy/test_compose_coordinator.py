@@ -48,7 +48,7 @@ def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
         assert unit is not None and unit.iteration == 0
         weights = worker.get(c.url + unit.weights_url)
         assert weights.status_code == 200, weights.text
-        result = real_result(unit, weights.content, batch_size=8)
+        result = real_result(unit, weights.content)
         accepted = upload(worker, unit, encode_result(result))
         assert accepted.status_code == 200 and accepted.json()["accepted"] is True, accepted.text
         deadline = time.monotonic() + 60

@@ -59,7 +59,8 @@ def test_two_workers_train_three_iterations(coordinator: RunningCoordinator, wor
         assert "The training run is finished" in proc.output()
     api = coordinator.client()
     status = api.get("/status").json()
-    assert status["iteration"] == 3 and status["state"] == "finished"
+    # Three synchronous iterations are six versions: D phase, G phase, three times.
+    assert status["iteration"] == 6 and status["state"] == "finished"
     board = leaderboard(api)
     for proc in procs:
         out = proc.output()
@@ -69,7 +70,7 @@ def test_two_workers_train_three_iterations(coordinator: RunningCoordinator, wor
         assert hardware["device"] == "cpu" and hardware["cpu_cores"] >= 1
         assert hardware["ram_gb"] > 0 and hardware["device_name"]
     history = api.get("/history").json()
-    assert [h["iteration"] for h in history] == [0, 1, 2]
+    assert [h["iteration"] for h in history] == [0, 1, 2, 3, 4, 5]
     consumed = sum(h["num_images"] for h in history)
     assert sum(p.images_done() for p in procs) == status["images_processed"] == consumed
     assert all(h["num_results"] >= 2 for h in history)
@@ -91,22 +92,23 @@ def test_kill_9_mid_unit_the_lease_expires_and_another_worker_redoes_it(
     api = coordinator.client()
     board = leaderboard(api)
     assert board["victim"]["total_images"] == 0 and board["victim"]["total_work_units"] == 0
-    assert board["rescuer"]["total_images"] == rescuer.images_done() == 640
+    # The rescuer redid the D phase's unit, then computed the G phase on the same images.
+    assert board["rescuer"]["total_images"] == rescuer.images_done() == 2 * 640
     status = api.get("/status").json()
-    assert status["images_processed"] == 640 and status["iteration"] == 1
-    assert [h["num_results"] for h in api.get("/history").json()] == [1]
+    assert status["images_processed"] == 2 * 640 and status["iteration"] == 2
+    assert [h["num_results"] for h in api.get("/history").json()] == [1, 1]
 
 
 def test_heartbeats_keep_a_lease_shorter_than_the_unit_alive(coordinator, workers):
     coordinator.start_run(**ONE_BIG_UNIT, lease_seconds=1.0, max_iterations=1)
-    worker = workers.start(coordinator.url, "ada", "--batch-size", "4", "--verbose",
+    worker = workers.start(coordinator.url, "ada", "--verbose",
                            join_code=coordinator.join_code)  # fmt: skip
     assert worker.wait() == 0, worker.output()
     out = worker.output()
     started = out.index("Processing work unit")
     assert "heartbeat: 1 lease(s) extended" in out[started:]
     assert "completed successfully!" in out and "not needed any more" not in out
-    assert leaderboard(coordinator.client())["ada"]["total_images"] == 640
+    assert leaderboard(coordinator.client())["ada"]["total_images"] == 2 * 640  # D and G
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -149,7 +151,7 @@ def test_coordinator_killed_and_restarted_while_workers_run(
     admin = httpx.Client(base_url=served.url + "/api/v1", timeout=30,
                          headers={"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"})  # fmt: skip
     with admin:
-        body = {"config": {**NARROW_RUN, "units_per_step": 2, "max_iterations": 8}}
+        body = {"config": {**NARROW_RUN, "units_per_step": 2, "max_iterations": 4}}
         assert admin.post("/admin/runs", json=body).status_code == 201
     procs = [workers.start(served.url, name, join_code=TEST_JOIN_CODE) for name in ("ada", "bob")]
     for proc in procs:
@@ -169,7 +171,7 @@ def test_coordinator_killed_and_restarted_while_workers_run(
         status = api.get("/status").json()
         history = api.get("/history").json()
         board = leaderboard(api)
-    assert status["iteration"] == 8 and [h["iteration"] for h in history] == list(range(8))
+    assert status["iteration"] == 8 and [h["iteration"] for h in history] == list(range(8))  # 4 x D, G
     consumed = sum(h["num_images"] for h in history)
     assert sum(p.images_done() for p in procs) == status["images_processed"] == consumed
     for proc in procs:

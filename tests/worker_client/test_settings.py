@@ -31,13 +31,14 @@ def clean_env(monkeypatch):
 
 def test_flags_beat_env_which_beats_the_config_file(tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
-    config.write_text("url: http://file:8000\nname: from-file\nbatch_size: 8\npoll_interval: 9\n")
+    config.write_text("url: http://file:8000\nname: from-file\ntorch_threads: 8\n"
+                      "poll_interval: 9\n")  # fmt: skip
     monkeypatch.setenv("GAN_WORKER_NAME", "from-env")
-    monkeypatch.setenv("GAN_WORKER_BATCH_SIZE", "16")
-    settings, new_identity = load_settings(["--config", str(config), "--batch-size", "64"])
+    monkeypatch.setenv("GAN_WORKER_TORCH_THREADS", "16")
+    settings, new_identity = load_settings(["--config", str(config), "--torch-threads", "3"])
     assert settings.url == "http://file:8000"  # only the file says it
     assert settings.name == "from-env"  # env beats file
-    assert settings.batch_size == 64  # flag beats env
+    assert settings.torch_threads == 3  # flag beats env
     assert settings.poll_interval == 9
     assert settings.device == "auto"  # default
     assert new_identity is False
@@ -70,8 +71,10 @@ def test_bad_values_and_typos_are_refused(tmp_path):
 
 
 def test_cli_reports_settings_problems_with_exit_code_2(capsys, tmp_path):
-    assert main(["--batch-size", "0"]) == 2
-    assert "batch_size" in capsys.readouterr().err
+    assert main(["--poll-interval", "0"]) == 2
+    assert "poll_interval" in capsys.readouterr().err
+    assert main(["--batch-size", "16"]) == 2  # the run fixes the micro-batch now
+    assert "the run fixes the micro-batch" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -79,7 +82,6 @@ def test_cli_reports_settings_problems_with_exit_code_2(capsys, tmp_path):
 def test_the_template_is_a_valid_config():
     settings = WorkerSettings(config=TEMPLATE)
     assert settings.url.startswith("http")
-    assert settings.batch_size >= 1
 
 
 def test_identity_store_keeps_one_token_per_url_and_name(tmp_path):

@@ -118,7 +118,10 @@ def test_streamed_body_over_the_limit_is_413(
 def test_stale_iteration_is_409(coordinator: RunningCoordinator) -> None:
     a, b = (coordinator.client(coordinator.register(n)) for n in ("a", "b"))
     # Two units out for a step of two, then the step timeout steps with the one result in.
-    coordinator.start_run(**NARROW_RUN, units_per_step=2, step_timeout=1.0)
+    # (Local steps: the next version draws new units; a synchronous G phase would repeat
+    # fresh's unit first, see training/test_phase_faults.py.)
+    coordinator.start_run(**NARROW_RUN, units_per_step=2, step_timeout=1.0,
+                          result_kind="local_steps")  # fmt: skip
     old, fresh = claim(a), claim(b)
     assert old is not None and fresh is not None
     assert upload(b, fresh, fake_body(fresh)).status_code == 200

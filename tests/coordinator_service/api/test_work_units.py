@@ -126,7 +126,7 @@ def test_no_run_404_paused_204_stopped_410(coordinator: RunningCoordinator) -> N
 
 def test_cached_shards_are_preferred(coordinator: RunningCoordinator) -> None:
     worker = coordinator.client(coordinator.register())
-    coordinator.start_run(**NARROW_RUN)  # 640 images in two shards of 320
+    coordinator.start_run(**NARROW_RUN, units_per_step=10)  # 640 images, two shards of 320
     for shard in (1, 0, 1):
         unit = claim(worker, cached_shards=[shard])
         assert unit is not None

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from coordinator_service.datasets.catalog import list_datasets, partial_imports
-from coordinator_service.datasets.importer import ImportInterrupted, import_dataset
+from coordinator_service.datasets.importer import ImportInterrupted, import_dataset, shuffled
 from coordinator_service.datasets.sources import NoImagesError, SourceNotFoundError
 from shared.builtin_faces import BuiltinFaces
 from shared.dataset_shards import ShardedDataset, ShardEntry, read_manifest, read_shard
@@ -23,8 +23,13 @@ from tests.coordinator_service.datasets.fixtures import (
 )
 
 
+def _in_import_order(members: list[Path]) -> list[Path]:
+    """The members as the importer stores them: shuffled, the corrupt one left out."""
+    return [p for p in shuffled(members) if p.name != f"{CORRUPT:06d}.jpg"]
+
+
 def _good(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.iterdir()) if p.name != f"{CORRUPT:06d}.jpg"]
+    return _in_import_order(sorted(folder.iterdir()))
 
 
 def _all_pixels(path: Path) -> np.ndarray:
@@ -94,7 +99,7 @@ def test_torchvision_root_and_split(celeba_folder: Path, tmp_path: Path, split: 
     names = sorted(p.name for p in celeba_folder.iterdir())
     splits = write_partition(root / "celeba" / "list_eval_partition.txt", names)
     wanted = names if split == "all" else splits[split]
-    paths = [celeba_folder / n for n in wanted if n != f"{CORRUPT:06d}.jpg"]
+    paths = _in_import_order([celeba_folder / n for n in wanted])
 
     # torchvision's root (the parent of celeba/) is accepted as well as celeba/ itself.
     result = import_dataset(
@@ -115,7 +120,7 @@ def test_torchvision_root_with_only_the_zip(celeba_folder: Path, tmp_path: Path)
     result = import_dataset(
         celeba, tmp_path / "data", split="test", shard_size=4, workers=1, progress=False
     )
-    paths = [celeba_folder / n for n in splits["test"] if n != f"{CORRUPT:06d}.jpg"]
+    paths = _in_import_order([celeba_folder / n for n in splits["test"]])
     assert np.array_equal(_all_pixels(result.path), expected_pixels(paths))
 
 
@@ -132,7 +137,7 @@ def test_image_folder_tree_with_mixed_formats(tmp_path: Path, data_root: Path):
     result = import_dataset(tree, data_root, shard_size=3, workers=1, progress=False)
     members = [tree / "cat/a.jpg", tree / "cat/b.png", tree / "dog/c.jpeg", tree / "dog/d.webp"]
     assert result.manifest.skipped == 0
-    assert np.array_equal(_all_pixels(result.path), expected_pixels(members))
+    assert np.array_equal(_all_pixels(result.path), expected_pixels(_in_import_order(members)))
 
 
 def test_builtin_faces_render_into_shards(data_root: Path):
@@ -140,7 +145,8 @@ def test_builtin_faces_render_into_shards(data_root: Path):
         "builtin", data_root, builtin_size=7, builtin_seed=3, shard_size=3, progress=False
     )
     assert result.manifest.name == "builtin-faces-7-seed3"
-    assert np.array_equal(_all_pixels(result.path), BuiltinFaces(7, seed=3).load(range(7)).numpy())
+    faces = BuiltinFaces(7, seed=3).load(shuffled(list(range(7)))).numpy()
+    assert np.array_equal(_all_pixels(result.path), faces)
 
 
 def test_interrupted_import_continues_and_gives_the_same_id(

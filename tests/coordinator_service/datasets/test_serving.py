@@ -140,7 +140,7 @@ def _shards_of_leases(database_url: str, worker_id: int) -> list[int]:
 
 def _worker(coordinator: RunningCoordinator, tmp_path: Path, **options: Any) -> Worker:
     settings = WorkerSettings(
-        url=coordinator.url, join_code=coordinator.join_code, name="ada", batch_size=8,
+        url=coordinator.url, join_code=coordinator.join_code, name="ada",
         poll_interval=0.05, max_poll_interval=0.2, progress=False, state_dir=tmp_path / "state",
         cache_dir=tmp_path / "cache", **options,
     )  # fmt: skip
@@ -175,7 +175,8 @@ def test_worker_with_empty_cache_downloads_only_its_units_shards_and_repairs_dam
     served, tmp_path: Path
 ):
     coordinator, manifest, _ = served
-    coordinator.start_run(**sharded_run(backup_after_seconds=1000.0))
+    # Local steps: every unit reads images (a synchronous G phase reads none).
+    coordinator.start_run(**sharded_run(backup_after_seconds=1000.0, result_kind="local_steps"))
 
     first = _worker(coordinator, tmp_path, max_units=1)
     assert first.run() == EXIT_OK

@@ -45,22 +45,22 @@ def test_epochs_roll_over_and_the_run_finishes(coordinator: RunningCoordinator) 
     worker = coordinator.client(coordinator.register())
     coordinator.start_run(**{**NARROW_RUN, "dataset": {"size": 32, "shard_size": 32}},
                           units_per_step=5, max_epochs=2)  # fmt: skip
-    for epoch in range(2):
+    for version in range(4):  # per epoch: the D phase, then its G phase on the same units
         units = [claim(worker), claim(worker)]
-        assert all(u is not None and u.epoch == epoch for u in units)
+        assert all(u is not None and u.epoch == version // 2 for u in units)
         assert claim(worker) is None
         for unit in units:
-            assert unit is not None
+            assert unit is not None and unit.iteration == version
             assert upload(worker, unit, fake_body(unit)).status_code == 200
         # all issued units are in and nothing is pending: step without waiting for 5
-        _wait_for(lambda e=epoch: worker.get("/status").json()["run"]["iteration"] == e + 1)
+        _wait_for(lambda v=version: worker.get("/status").json()["run"]["iteration"] == v + 1)
     status = worker.get("/status").json()
     assert status["run"]["status"] == "finished" and status["run"]["epoch"] == 1
     assert worker.post("/work-units/claim").status_code == 410
     history = worker.get("/history").json()
-    assert [(h["iteration"], h["epoch"], h["num_images"]) for h in history] == [(0, 0, 32),
-                                                                              (1, 1, 32)]
-    assert worker.get("/workers/me").json()["total_images"] == 64
+    assert [(h["iteration"], h["epoch"], h["num_images"]) for h in history] == [
+        (0, 0, 32), (1, 0, 32), (2, 1, 32), (3, 1, 32)]  # fmt: skip
+    assert worker.get("/workers/me").json()["total_images"] == 128
 
 
 @pytest.mark.parametrize("keep_last, every", [(2, 3)])
@@ -68,10 +68,11 @@ def test_storage_keeps_the_last_states_and_periodic_checkpoints(
     coordinator_factory: object, keep_last: int, every: int
 ) -> None:
     coordinator: RunningCoordinator = coordinator_factory(  # type: ignore[operator]
-        keep_last_states=keep_last, checkpoint_every=every, sample_every=2
+        keep_last_states=keep_last, checkpoint_every=every, sample_every=2, sample_seconds=0
     )
     worker = coordinator.client(coordinator.register())
-    coordinator.start_run(**NARROW_RUN, units_per_step=1, max_iterations=6)
+    coordinator.start_run(**NARROW_RUN, units_per_step=1, max_iterations=6,
+                          result_kind="local_steps")  # one version per iteration  # fmt: skip
     for iteration in range(6):
         unit = claim(worker)
         assert unit is not None and unit.iteration == iteration
