@@ -15,8 +15,9 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/gan-coordinator demo
 
-## test: the whole test suite (real PostgreSQL, real uvicorn, real torch)
+## test: the whole test suite (real PostgreSQL, real uvicorn, real torch, Chromium)
 test: $(BIN)/.installed
+	scripts/install-test-tools.sh
 	$(BIN)/python -m pytest
 
 ## lint: ruff and mypy over the packages

@@ -99,6 +99,10 @@ class DashboardStatus(_Model):
     state: ClassState = Field(description="no_run until the instructor starts one")
     run: RunSummary | None
     result_kind: ResultKind | None = Field(description="what workers send back: the run's mode")
+    versions_per_iteration: int = Field(
+        default=1, description="published versions per training iteration: 2 in a "
+        "synchronous run (the D phase, then the G phase); ``iteration`` counts versions",
+    )
     result_dtype: WireDtype | None = Field(default=None, description="wire dtype of results")
     inner_steps: int | None = Field(
         default=None, description="H, each worker's Adam steps per unit (local-steps runs)"

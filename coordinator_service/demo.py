@@ -42,7 +42,9 @@ def add_demo_parser(subparsers: Any) -> None:
     demo.add_argument("--images-per-unit", type=int, default=64, help="images in a work unit")
     demo.add_argument("--units-per-step", type=int, default=2, help="results per step")
     demo.add_argument("--features", type=int, default=64, help="feature maps of G and D")
-    demo.add_argument("--batch-size", type=int, default=32, help="workers' micro-batch size")
+    demo.add_argument(
+        "--batch-size", type=int, default=32, help="the run's micro-batch (every worker's)"
+    )
     demo.add_argument("--port", type=int, default=0, help="dashboard port (0: a free one)")
     demo.add_argument("--output", type=Path, default=Path("outputs/demo"), help="output folder")
     demo.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker")
@@ -79,11 +81,21 @@ def _stop(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
             process.wait()
 
 
+def _iteration(status: dict[str, Any]) -> int:
+    """Training iterations done (a synchronous one publishes two versions: D, then G)."""
+    return int(status["iteration"]) // int(status.get("versions_per_iteration") or 1)
+
+
+def _latest(history: list[dict[str, Any]], key: str) -> float | None:
+    """The newest value of a metric (a synchronous phase reports only its own losses)."""
+    return next((h[key] for h in reversed(history) if h[key] is not None), None)
+
+
 def _progress_line(status: dict[str, Any], history: list[dict[str, Any]], total: int) -> str:
-    line = f"iteration {status['iteration']:>4}/{total}"
-    if history:
-        last = history[-1]
-        line += f" | G_loss {last['g_loss']:.3f} | D_loss {last['d_loss']:.3f}"
+    line = f"iteration {_iteration(status):>4}/{total}"
+    g_loss, d_loss = _latest(history, "g_loss"), _latest(history, "d_loss")
+    if g_loss is not None and d_loss is not None:
+        line += f" | G_loss {g_loss:.3f} | D_loss {d_loss:.3f}"
     rate = status.get("throughput", {}).get("images_per_second") or 0.0
     return line + f" | {status['active_workers']} workers | {rate:.0f} img/s"
 
@@ -130,6 +142,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "max_iterations": args.iterations,
             "generator_features": args.features,
             "discriminator_features": args.features,
+            "batch_size": args.batch_size,
             "step_timeout": 120.0,
         }
         api.post(
@@ -154,8 +167,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"demo-worker-{number}",
                     "--state-dir",
                     str(state / f"worker-{number}"),
-                    "--batch-size",
-                    str(args.batch_size),
                     "--torch-threads",
                     str(args.torch_threads),
                     "--device",
@@ -171,13 +182,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"{args.workers} workers started (logs: {output}/worker-N.log)")
         print(f"Dashboard: {url}/   API docs: {url}/docs   (Ctrl+C stops the demo)")
         try:
-            started, last_line = time.monotonic(), ""
+            started, printed = time.monotonic(), -1
             while True:
                 status = api.get("/status").json()
-                line = _progress_line(status, api.get("/history").json(), args.iterations)
-                if line != last_line:
-                    print(line, flush=True)
-                    last_line = line
+                if _iteration(status) != printed:  # a line per iteration, not per poll
+                    history = api.get("/history").json()
+                    print(_progress_line(status, history, args.iterations), flush=True)
+                    printed = _iteration(status)
                 if status["state"] in FINISHED_STATES:
                     break
                 if all(w.poll() is not None for w in workers):

@@ -87,6 +87,7 @@ async def status(conn: ConnDep) -> DashboardStatus:
         state=_STATES[run.status],
         run=run.summary(),
         result_kind=config.result_kind,
+        versions_per_iteration=engine.strategy(config).versions_per_iteration,
         result_dtype=config.result_dtype,
         inner_steps=config.inner_steps if local else None,
         outer_steps=totals.steps if local else None,  # one outer step per coordinator step

@@ -152,8 +152,9 @@ class RunsRepo:
 
     async def unit_counts(self, *, run_id: int, epoch: int) -> UnitCounts:
         records = await self.conn.fetch(
+            # The epoch's images: a G phase's repeats of them are not more work to plan.
             "SELECT status, count(*) AS n FROM work_units "
-            "WHERE run_id = $1 AND epoch = $2 GROUP BY status",
+            "WHERE run_id = $1 AND epoch = $2 AND pinned_iteration IS NULL GROUP BY status",
             run_id,
             epoch,
         )

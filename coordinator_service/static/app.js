@@ -16,6 +16,7 @@ const view = {
   followLatest: true,
   playing: null,
   hashApplied: false,
+  perIteration: 1,
 };
 
 // Errors are shown on the page (and collected for the browser test), never swallowed.
@@ -70,9 +71,12 @@ const STATE_LABELS = {
   no_run: "no run",
 };
 const MODE_LABELS = {
-  gradients: "mode: synchronous gradients",
+  synchronous: "mode: synchronous (D step, then G against the new D)",
   local_steps: "mode: local steps (DiLoCo)",
 };
+
+// A synchronous iteration publishes two versions (D phase, G phase); the API counts versions.
+const iterationsOf = (s) => Math.floor(s.iteration / (s.versions_per_iteration || 1));
 
 function banner(status) {
   const box = $("banner");
@@ -83,10 +87,10 @@ function banner(status) {
     paused: ["Training is paused.",
       "The instructor paused the run; workers wait, nothing is lost."],
     finished: ["Training finished.",
-      `The class trained ${fmtInt(status.iteration)} iterations. ` +
+      `The class trained ${fmtInt(iterationsOf(status))} iterations. ` +
       "Drag the slider under the samples to replay how the faces appeared."],
     stopped: ["This run was stopped.",
-      `The instructor stopped it at iteration ${fmtInt(status.iteration)}.`],
+      `The instructor stopped it at iteration ${fmtInt(iterationsOf(status))}.`],
   }[status.state];
   let content = lines;
   if (!content && status.state === "running" && status.workers.active === 0) {
@@ -113,7 +117,8 @@ function renderStatus(s) {
   banner(s);
 
   const hasRun = s.state !== "no_run";
-  setText("t-iteration", hasRun ? fmtInt(s.iteration) : "–");
+  view.perIteration = s.versions_per_iteration || 1;
+  setText("t-iteration", hasRun ? fmtInt(iterationsOf(s)) : "–");
   setText("t-iteration-sub", s.max_iterations ? `of ${fmtInt(s.max_iterations)}`
     : (hasRun ? `${s.results_waiting} result${s.results_waiting === 1 ? "" : "s"} waiting` : ""));
   setText("t-epoch", hasRun ? `${s.epoch + 1}${s.max_epochs ? " / " + s.max_epochs : ""}` : "–");
@@ -132,12 +137,12 @@ function renderStatus(s) {
   setText("t-rate-sub", hasRun ? `over the last ${win < 90 ? Math.round(win) + " s"
     : Math.round(win / 60) + " min"}` : "");
   setText("t-gflops", hasRun ? fmtRate(s.throughput.gflops) : "–");
-  // Mode: synchronous gradients, or H local steps per unit and the outer steps so far.
+  // Mode: synchronous phases, or H local steps per unit and the outer steps so far.
   const local = s.result_kind === "local_steps";
   setText("t-mode", !hasRun ? "–" : local ? `H = ${s.inner_steps}` : "sync");
   setText("t-mode-sub", !hasRun ? "" : (local
     ? `local steps · ${fmtInt(s.outer_steps)} outer step${s.outer_steps === 1 ? "" : "s"}`
-    : "gradients every unit") + ` · ${s.result_dtype}`);
+    : "D phase, then G phase") + ` · ${s.result_dtype}`);
   const perImage = s.result_bytes_per_image;
   setText("t-bytes", hasRun && perImage !== null ? fmtBytes(perImage) : "–");
   setText("t-bytes-sub", hasRun ? (perImage !== null ? "received per trained image"
@@ -280,7 +285,9 @@ const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyV
 
 function renderCharts() {
   const h = view.history;
-  const at = (key) => h.map((e) => [e.iteration + 1, e[key]]);
+  // x: training iterations (a synchronous phase is half of one); a phase has only its losses.
+  const per = view.perIteration || 1;
+  const at = (key) => h.filter((e) => e[key] !== null).map((e) => [(e.iteration + 1) / per, e[key]]);
   const empty = view.runId === null ? "no run yet" : "waiting for the first step";
   lineChart($("loss-chart"), [
     { name: "G loss", color: cssVar("--g"), points: at("g_loss") },
@@ -293,7 +300,7 @@ function renderCharts() {
   const rates = [];
   for (let i = 1; i < h.length; i++) {
     const dt = (Date.parse(h[i].created_at) - Date.parse(h[i - 1].created_at)) / 1000;
-    if (dt > 0) rates.push([h[i].iteration + 1, h[i].num_images / dt]);
+    if (dt > 0) rates.push([(h[i].iteration + 1) / per, h[i].num_images / dt]);
   }
   lineChart($("rate-chart"), [{ name: "images / s", color: cssVar("--real"), points: rates }],
     { yMin: 0, empty: h.length ? "after the second step" : empty });

@@ -98,8 +98,9 @@ def test_status_leaderboard_cluster_after_scripted_results(
     admin = coordinator.admin()
     assert admin.post("/admin/workers/5/revoke").status_code == 200
     assert mallory.get("/workers/me").status_code == 403
-    coordinator.start_run(
-        **NARROW_RUN, units_per_step=2, max_iterations=3, backup_after_seconds=0.0
+    coordinator.start_run(  # local steps: one version per iteration keeps the script short
+        **NARROW_RUN, units_per_step=2, max_iterations=3, backup_after_seconds=0.0,
+        result_kind="local_steps",
     )
     public = coordinator.client()
 
@@ -126,9 +127,9 @@ def test_status_leaderboard_cluster_after_scripted_results(
     set_last_seen(coordinator, "ken", 3600)
 
     status = public.get("/status").json()
-    assert status["state"] == "running" and status["result_kind"] == "gradients"
+    assert status["state"] == "running" and status["result_kind"] == "local_steps"
     assert (status["result_dtype"], status["inner_steps"], status["outer_steps"]) == (
-        "float32", None, None
+        "float32", 1, 2
     )
     # Four accepted fp32 results of 16 images each (the refused ones were not received).
     assert status["result_bytes_per_image"] == pytest.approx(len(fake_body(units[0])) / 16)

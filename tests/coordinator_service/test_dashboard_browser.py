@@ -95,15 +95,15 @@ def test_live_run_with_two_workers(coordinator: RunningCoordinator, tmp_path: Pa
                                               gpu_vram_gb=15.0)),
     }  # fmt: skip
     coordinator.start_run(**NARROW_RUN, units_per_step=2)
-    iterations = 4
-    for iteration in range(iterations):
+    iterations = 2  # synchronous: four versions, the D phase then the G phase, twice
+    for version in range(2 * iterations):
         for client in workers.values():  # real gradients on the narrow model
             unit = claim(client)
             assert unit is not None
             weights = client.get(coordinator.url + unit.weights_url).content
-            result = encode_result(real_result(unit, weights, batch_size=16))
+            result = encode_result(real_result(unit, weights))
             assert upload(client, unit, result).status_code == 200
-        wait_for_iteration(coordinator, iteration + 1)
+        wait_for_iteration(coordinator, version + 1)
 
     page = browse(coordinator.url + "/", tmp_path)
     page.assert_clean()
@@ -113,16 +113,16 @@ def test_live_run_with_two_workers(coordinator: RunningCoordinator, tmp_path: Pa
     assert board is not None
     assert "ada-lovelace" in board.group(0) and "grace-hopper" in board.group(0)
     assert "NVIDIA T4 (15 GB)" in board.group(0)
-    # A loss curve: one point per step for G and for D.
+    # A loss curve: one point per iteration for G (its phase) and for D (its phase).
     for series in ("G loss", "D loss"):
         path = re.search(rf'<path [^>]*data-series="{series}"[^>]*>', page.dom)
         assert path is not None and f'data-points="{iterations}"' in path.group(0), series
     sample = page.element("sample")
-    assert 'data-loaded="true"' in sample and f'data-iteration="{iterations}"' in sample
+    assert 'data-loaded="true"' in sample and f'data-iteration="{2 * iterations}"' in sample
     assert "hidden" not in sample
-    assert page.text("mode") == "mode: synchronous gradients"
+    assert page.text("mode") == "mode: synchronous (D step, then G against the new D)"
     assert page.text("t-mode") == "sync"
-    assert page.text("t-mode-sub") == "gradients every unit · float32"
+    assert page.text("t-mode-sub") == "D phase, then G phase · float32"
     assert page.text("t-bytes").endswith(" kB")  # ~30 kB of fp32 gradients per image
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -151,7 +151,8 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     assert 'data-points="0"' in page.element("loss-chart")
 
     token = coordinator.register("ada")
-    coordinator.start_run(**NARROW_RUN, units_per_step=1, max_iterations=2)
+    coordinator.start_run(**NARROW_RUN, units_per_step=1, max_iterations=2,
+                          result_kind="local_steps")  # a grid after every version  # fmt: skip
     worker = coordinator.client(token)
     unit = claim(worker)
     assert unit is not None and upload(worker, unit, fake_body(unit)).status_code == 200
@@ -189,15 +190,13 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
 def test_a_local_steps_run_shows_h_outer_steps_and_bytes(
     coordinator: RunningCoordinator, tmp_path: Path
 ) -> None:
-    from tests.coordinator_service.training.test_local_steps_runs import local_result
-
     worker = coordinator.client(coordinator.register("ada"))
     coordinator.start_run(**NARROW_RUN, units_per_step=1, result_kind="local_steps",
-                          inner_steps=2, result_dtype="bfloat16")  # fmt: skip
+                          batch_size=8, result_dtype="bfloat16")  # fmt: skip
     unit = claim(worker)
     assert unit is not None
     weights = worker.get(coordinator.url + unit.weights_url).content
-    body = encode_result(local_result(unit, weights, batch_size=8), torch.bfloat16)
+    body = encode_result(real_result(unit, weights), torch.bfloat16)
     assert upload(worker, unit, body).status_code == 200
     wait_for_iteration(coordinator, 1)
     page = browse(coordinator.url + "/", tmp_path)

@@ -61,8 +61,8 @@ def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
         ]
     admin.close()
 
-    # The demo-workers profile's service does the last unit; the run is then finished and
-    # the worker exits by itself.
+    # The demo-workers profile's service does the remaining units (2 iterations are four
+    # versions: D phase, G phase, twice); the run is then finished and it exits by itself.
     demo = c.service("demo-worker")
     env = {**demo.env, "HOSTNAME": "0123456789ab", "HOME": str(tmp_path / "home")}
     done = subprocess.run(
@@ -70,7 +70,7 @@ def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     status = httpx.get(api + "/status").json()
-    assert (status["run"]["status"], status["run"]["iteration"]) == ("finished", 2)
+    assert (status["run"]["status"], status["run"]["iteration"]) == ("finished", 4)
     names = {e["name"] for e in httpx.get(api + "/leaderboard").json()}
     assert names == {"compose-ada", "demo-0123456789ab"}
 
