@@ -171,7 +171,8 @@ def test_coordinator_killed_and_restarted_while_workers_run(
         status = api.get("/status").json()
         history = api.get("/history").json()
         board = leaderboard(api)
-    assert status["iteration"] == 8 and [h["iteration"] for h in history] == list(range(8))  # 4 x D, G
+    # 4 iterations, each a D phase and a G phase
+    assert status["iteration"] == 8 and [h["iteration"] for h in history] == list(range(8))
     consumed = sum(h["num_images"] for h in history)
     assert sum(p.images_done() for p in procs) == status["images_processed"] == consumed
     for proc in procs:

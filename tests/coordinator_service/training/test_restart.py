@@ -60,7 +60,8 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     # What an uninterrupted coordinator computes: the three results in unit order.
     config = RunConfig.model_validate(RUN)
     start, _ = engine.initial_state(config)
-    assert all(torch.equal(start.weights[k], v) for k, v in decode_snapshot(w0, spec).weights.items())
+    served0 = decode_snapshot(w0, spec).weights
+    assert all(torch.equal(start.weights[k], v) for k, v in served0.items())
     layout = engine.result_layout(config, 0)
     results = [decode_result(b, layout) for _, b in sorted(zip(
         [u.unit_id for u in units], bodies, strict=True))]  # type: ignore[union-attr]  # fmt: skip
