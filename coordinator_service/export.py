@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from shared.codec import CodecError, decode_snapshot, read_metadata
-from shared.models import GENERATOR, Generator, ModelConfig
+from shared.models import GENERATOR, Generator, ModelConfig, batch_norms
 from shared.protocol import RunConfig
 from shared.samples import fixed_noise, sample_grid_png
 
@@ -69,7 +69,8 @@ def generator_file(
 
 
 def load_generator(data: bytes) -> tuple[Generator, dict[str, str]]:
-    """A generator (eval mode, CPU) and the metadata from an exported file's bytes."""
+    """A generator (eval mode, CPU) and the metadata from an exported file's bytes. Grids
+    drawn from it use ``shared.samples``, which draws as the textbook loop does."""
     try:
         metadata = read_metadata(data)
     except CodecError as exc:
@@ -80,7 +81,12 @@ def load_generator(data: bytes) -> tuple[Generator, dict[str, str]]:
         model = ModelConfig(**json.loads(metadata["model"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"exported generator has unreadable model metadata: {exc}") from None
-    generator = Generator(model.latent_dim, model.generator_features, model.channels)
+    with torch.device("meta"):  # no init draw: every tensor comes from the file
+        generator = Generator(model.latent_dim, model.generator_features, model.channels)
+    generator.to_empty(device="cpu")
+    for norm in batch_norms(generator):  # not in the file (not part of W_t)
+        assert norm.num_batches_tracked is not None
+        norm.num_batches_tracked.zero_()
     missing, unexpected = generator.load_state_dict(st_load(data), strict=False)
     # num_batches_tracked is not part of W_t (see shared.models); every other key must match.
     missing = [m for m in missing if not m.endswith("num_batches_tracked")]

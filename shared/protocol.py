@@ -264,7 +264,7 @@ class RunConfig(_Model):
     result_dtype: WireDtype = "float32"
     # Local-steps runs only (null otherwise; filled with the defaults below when a
     # local-steps run leaves them out). ``lr``/``beta1``/``beta2`` above are the
-    # coordinator's Adam of a gradients run; a local-steps run's coordinator applies the
+    # coordinator's Adam of a synchronous run; a local-steps run's coordinator applies the
     # outer optimizer instead.
     inner_steps: int | None = Field(
         default=None, ge=1, le=100_000,
@@ -303,7 +303,7 @@ class RunConfig(_Model):
         return self
 
     def local_steps_info(self) -> LocalStepsInfo | None:
-        """What a worker of a local-steps run is told (None for a gradients run)."""
+        """What a worker of a local-steps run is told (None for a synchronous run)."""
         if self.result_kind != "local_steps":
             return None
         assert self.inner_steps is not None and self.inner_lr is not None

@@ -159,7 +159,8 @@ def step(
 
 
 def sample_grid(weights: dict[str, Tensor], config: RunConfig) -> bytes:
-    """A PNG of G(z) for the run's fixed noise (the same z every iteration), G in eval mode."""
+    """A PNG of G(z) for the run's fixed noise (the same z every iteration), drawn as the
+    textbook loop draws (``shared.samples``)."""
     generator, discriminator = build_models(model_config(config))
     load_model_state(generator, discriminator, weights)
     noise = fixed_noise(config.seed, SAMPLE_GRID_SIZE, config.latent_dim)
