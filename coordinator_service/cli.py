@@ -15,14 +15,15 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import httpx
+from pydantic.fields import FieldInfo
 
 from coordinator_service.demo import add_demo_parser
 from coordinator_service.export_commands import add_export_parsers
 from coordinator_service.settings import Settings
-from shared.protocol import API_PREFIX
+from shared.protocol import API_PREFIX, BuiltinDatasetConfig, RunConfig
 
 log = logging.getLogger("gan-coordinator")
 
@@ -35,6 +36,17 @@ def _yes_no(value: str) -> bool:
     if lowered in ("false", "no", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _option_help(field: FieldInfo) -> str:
+    """A run option's --help line: its description, choices and default."""
+    text = field.description or ""
+    choices = get_args(field.annotation)
+    if choices and all(isinstance(c, str) for c in choices):
+        text += f" (choices: {', '.join(choices)})"
+    if field.default is not None:  # None: the description says what fills it in
+        text += f" (default: {field.default})"
+    return text.replace("%", "%%")
 
 
 # CLI flag -> RunConfig field (the dataset fields are nested).
@@ -220,11 +232,16 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[client], help="start, pause, resume, stop, status")
     run.add_argument("action", choices=["start", "pause", "resume", "stop", "status"])
-    run.add_argument("--preset", choices=["small", "medium", "large"], default=None)
-    for flag, (_, kind) in RUN_OPTIONS.items():
-        run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None)
-    for flag in DATASET_OPTIONS:
-        run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=None)
+    run.add_argument(
+        "--preset", choices=["small", "medium", "large"], default=None,
+        help="class-size presets (docs/instructor.md); the options below override them",
+    )  # fmt: skip
+    for flag, (field, kind) in RUN_OPTIONS.items():
+        run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None,
+                         help=_option_help(RunConfig.model_fields[field]))  # fmt: skip
+    for flag, field in DATASET_OPTIONS.items():
+        run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=None,
+                         help=_option_help(BuiltinDatasetConfig.model_fields[field]))  # fmt: skip
     run.add_argument(
         "--dataset",
         default=None,

@@ -80,9 +80,9 @@ class HeartbeatResponse(_Model):
 class ModelSpecInfo(_Model):
     """Network sizes of the run (mirrors shared.models.ModelConfig)."""
 
-    latent_dim: int = Field(default=100, ge=1, le=4096)
-    generator_features: int = Field(default=64, ge=1, le=1024)
-    discriminator_features: int = Field(default=64, ge=1, le=1024)
+    latent_dim: int = Field(default=100, ge=1, le=4096, description="size of G's input")
+    generator_features: int = Field(default=64, ge=1, le=1024, description="G's feature maps")
+    discriminator_features: int = Field(default=64, ge=1, le=1024, description="D's feature maps")
     channels: int = Field(default=3, ge=1, le=4)
     image_size: int = Field(default=64)
 
@@ -202,8 +202,8 @@ class BuiltinDatasetConfig(_Model):
     """The built-in procedurally drawn faces (shared.builtin_faces), the default dataset."""
 
     kind: Literal["builtin"] = "builtin"
-    size: int = Field(default=20_000, ge=1, le=10_000_000)
-    builtin_seed: int = Field(default=0, ge=0)
+    size: int = Field(default=20_000, ge=1, le=10_000_000, description="built-in faces drawn")
+    builtin_seed: int = Field(default=0, ge=0, description="which built-in faces are drawn")
     shard_size: int = Field(default=1000, ge=1, description="virtual shard size")
 
 
@@ -239,44 +239,77 @@ class RunConfig(_Model):
     """Every option of a training run; stored with the run and never changed afterwards."""
 
     dataset: DatasetConfig = Field(default_factory=BuiltinDatasetConfig)
-    images_per_unit: int = Field(default=64, ge=1, le=100_000)
-    units_per_step: int = Field(default=2, ge=1, le=10_000)
+    images_per_unit: int = Field(default=64, ge=1, le=100_000, description="images in a work unit")
+    units_per_step: int = Field(
+        default=2,
+        ge=1,
+        le=10_000,
+        description="units folded per step (per phase): the global batch is this x images_per_unit",
+    )
     batch_size: int = Field(
-        default=64, ge=1, le=4096,
+        default=64,
+        ge=1,
+        le=4096,
         description="micro-batch size, fixed by the run: in training mode BatchNorm's "
         "batch statistics make a gradient depend on it, so every worker uses this one",
     )
     step_timeout: float = Field(default=300.0, gt=0, description="seconds from iteration start")
-    lease_seconds: float = Field(default=300.0, gt=0)
+    lease_seconds: float = Field(
+        default=300.0, gt=0, description="a lease lasts this long unless heartbeats extend it"
+    )
     backup_after_seconds: float = Field(
         default=60.0, ge=0, description="an outstanding lease this old may get a backup copy"
     )
-    lr: float = Field(default=2e-4, gt=0)
-    beta1: float = Field(default=0.5, ge=0, lt=1)
-    beta2: float = Field(default=0.999, ge=0, lt=1)
-    latent_dim: int = Field(default=100, ge=1, le=4096)
-    generator_features: int = Field(default=64, ge=1, le=1024)
-    discriminator_features: int = Field(default=64, ge=1, le=1024)
-    seed: int = Field(default=0, ge=0, le=2**62)
-    max_epochs: int | None = Field(default=None, ge=1)
-    max_iterations: int | None = Field(default=None, ge=1)
-    result_kind: ResultKind = "synchronous"
-    result_dtype: WireDtype = "float32"
+    lr: float = Field(default=2e-4, gt=0, description="Adam learning rate (synchronous runs)")
+    beta1: float = Field(default=0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(default=0.999, ge=0, lt=1, description="Adam beta2")
+    latent_dim: int = Field(default=100, ge=1, le=4096, description="size of G's input")
+    generator_features: int = Field(default=64, ge=1, le=1024, description="G's feature maps")
+    discriminator_features: int = Field(default=64, ge=1, le=1024, description="D's feature maps")
+    seed: int = Field(
+        default=0, ge=0, le=2**62, description="seeds W_0, the epochs' order and the noise"
+    )
+    max_epochs: int | None = Field(
+        default=None, ge=1, description="stop after this many epochs (default: never)"
+    )
+    max_iterations: int | None = Field(
+        default=None, ge=1, description="stop after this many training iterations (default: never)"
+    )
+    result_kind: ResultKind = Field(
+        default="synchronous",
+        description="how the class trains: synchronous (the textbook D then G step, DDP's "
+        "semantics) or local_steps (DiLoCo)",
+    )
+    result_dtype: WireDtype = Field(default="float32", description="what results travel in")
     # Local-steps runs only (null otherwise; filled with the defaults below when a
     # local-steps run leaves them out). ``lr``/``beta1``/``beta2`` above are the
     # coordinator's Adam of a synchronous run; a local-steps run's coordinator applies the
     # outer optimizer instead.
     inner_steps: int | None = Field(
-        default=None, ge=1, le=100_000,
+        default=None,
+        ge=1,
+        le=100_000,
         description="H, a worker's Adam steps per unit: one per micro-batch, so it must be "
-        "images_per_unit / batch_size rounded up (the default)",
+        "images_per_unit / batch_size rounded up (its default)",
     )
-    inner_lr: float | None = Field(default=None, gt=0, description="inner Adam lr (2e-4)")
-    inner_beta1: float | None = Field(default=None, ge=0, lt=1, description="(0.5)")
-    inner_beta2: float | None = Field(default=None, ge=0, lt=1, description="(0.999)")
-    outer_lr: float | None = Field(default=None, gt=0, description="outer SGD lr (0.7)")
-    outer_momentum: float | None = Field(default=None, ge=0, lt=1, description="(0.9)")
-    outer_nesterov: bool | None = Field(default=None, description="Nesterov momentum (true)")
+    inner_lr: float | None = Field(
+        default=None, gt=0, description="local steps: inner Adam lr (default 2e-4)"
+    )
+    inner_beta1: float | None = Field(
+        default=None, ge=0, lt=1, description="local steps: inner Adam beta1 (default 0.5)"
+    )
+    inner_beta2: float | None = Field(
+        default=None, ge=0, lt=1, description="local steps: inner Adam beta2 (default 0.999)"
+    )
+    outer_lr: float | None = Field(
+        default=None, gt=0, description="local steps: outer SGD lr (default 0.7)"
+    )
+    outer_momentum: float | None = Field(
+        default=None, ge=0, lt=1, description="local steps: outer momentum (default 0.9)"
+    )
+    outer_nesterov: bool | None = Field(
+        default=None, description="local steps: Nesterov momentum (default true)"
+    )
 
     @model_validator(mode="after")
     def _local_steps_options(self) -> RunConfig:
