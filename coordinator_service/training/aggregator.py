@@ -249,8 +249,12 @@ class Aggregator:
             "step timing (s since start): listed, decoded, computed, committed %s",
             [round(t - started, 3) for t in marks[1:]],
         )
+        losses = " ".join(
+            f"{name} {value:.3f}" for name, value in (("g", m.g_loss), ("d", m.d_loss))
+            if value is not None  # a synchronous phase has only its own network's loss
+        )  # fmt: skip
         log.info(
-            "run %d: iteration %d -> %d from %d results (%d images), g %.3f d %.3f%s",
+            "run %d: iteration %d -> %d from %d results (%d images), %s%s",
             run.run_id, run.iteration, outcome.iteration, len(results), product.num_samples,
-            m.g_loss, m.d_loss, " - finished" if outcome.status == "finished" else "",
+            losses, " - finished" if outcome.status == "finished" else "",
         )  # fmt: skip
