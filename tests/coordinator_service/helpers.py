@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import asyncpg
@@ -61,6 +62,24 @@ def real_result(unit: WorkUnit, weights: bytes) -> UnitResult:
     return strategy_for(unit.run).compute(
         generator, discriminator, images, unit.image_indices, version=unit.iteration
     )
+
+
+def claim_when_ready(client: httpx.Client, timeout: float = 120) -> WorkUnit:
+    """The next unit, once the aggregator has published the version it belongs to."""
+    deadline = time.monotonic() + timeout
+    while (unit := claim(client)) is None:
+        assert time.monotonic() < deadline, "no unit came"
+        time.sleep(0.05)
+    return unit
+
+
+def wait_for_version(client: httpx.Client, version: int, timeout: float = 120) -> bytes:
+    """The served weights of ``version``, once it is published."""
+    deadline = time.monotonic() + timeout
+    while (response := client.get(f"/weights/{version}")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
+    return response.content
 
 
 def claim(client: httpx.Client, cached_shards: list[int] | None = None) -> WorkUnit | None:

@@ -4,9 +4,6 @@ per phase, takes pytorch/examples' dcgan steps at batch B (written out independe
 
 from __future__ import annotations
 
-import time
-
-import httpx
 import torch
 
 from shared.builtin_faces import BuiltinFaces
@@ -15,27 +12,17 @@ from shared.models import ModelConfig, StateSpec, build_models, model_state
 from shared.protocol import WorkUnit
 from shared.unit_result import image_noise
 from tests.conftest import RunningCoordinator
-from tests.coordinator_service.helpers import claim, real_result, upload
+from tests.coordinator_service.helpers import (
+    claim_when_ready,
+    real_result,
+    upload,
+    wait_for_version,
+)
 from tests.shared.helpers import assert_same_state, textbook_dcgan
 
 SEED, B, ITERATIONS = 11, 16, 3
 
 
-def _claim_when_ready(worker: httpx.Client) -> WorkUnit:
-    """The next unit, once the aggregator has published the version it belongs to."""
-    deadline = time.monotonic() + 120
-    while (unit := claim(worker)) is None:
-        assert time.monotonic() < deadline, "no unit came"
-        time.sleep(0.05)
-    return unit
-
-
-def _wait_for(worker: httpx.Client, version: int) -> bytes:
-    deadline = time.monotonic() + 120
-    while (response := worker.get(f"/weights/{version}")).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.05)
-    return response.content
 
 
 def test_one_worker_synchronous_run_takes_the_textbook_steps(
@@ -51,12 +38,12 @@ def test_one_worker_synchronous_run_takes_the_textbook_steps(
     worker = coordinator.client(coordinator.register())
     units: list[WorkUnit] = []
     for version in range(2 * ITERATIONS):
-        unit = _claim_when_ready(worker)
+        unit = claim_when_ready(worker)
         assert unit.iteration == version, unit
-        weights = _wait_for(worker, version)
+        weights = wait_for_version(worker, version)
         assert upload(worker, unit, encode_result(real_result(unit, weights))).status_code == 200
         units.append(unit)
-    served = decode_snapshot(_wait_for(worker, 2 * ITERATIONS), spec)
+    served = decode_snapshot(wait_for_version(worker, 2 * ITERATIONS), spec)
 
     # Each G phase repeats its D phase's images; D phases walk the epoch's units.
     d_units, g_units = units[0::2], units[1::2]

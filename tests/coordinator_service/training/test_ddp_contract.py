@@ -13,29 +13,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import torch
 
 from shared.codec import decode_snapshot, encode_result
 from shared.local_training import load_checkpoint
 from shared.models import ModelConfig, StateSpec
-from shared.protocol import WorkUnit
 from tests.conftest import RunningCoordinator
-from tests.coordinator_service.helpers import claim, real_result, upload
+from tests.coordinator_service.helpers import (
+    claim_when_ready,
+    real_result,
+    upload,
+    wait_for_version,
+)
 from tests.shared.helpers import assert_same_state
 
 SEED, B, ITERATIONS, DATASET = 13, 16, 3, 64
 
-
-def _claim_when_ready(worker: httpx.Client) -> WorkUnit:
-    deadline = time.monotonic() + 120
-    while (unit := claim(worker)) is None:
-        assert time.monotonic() < deadline, "no unit came"
-        time.sleep(0.05)
-    return unit
 
 
 def _torchrun(output: Path) -> subprocess.CompletedProcess[str]:
@@ -60,17 +55,14 @@ def test_two_workers_equal_torchrun_ddp_with_two_gloo_ranks(
     )  # fmt: skip
     workers = [coordinator.client(coordinator.register(name)) for name in ("ada", "alan")]
     for version in range(2 * ITERATIONS):
-        units = [_claim_when_ready(w) for w in workers]
+        units = [claim_when_ready(w) for w in workers]
         assert {u.iteration for u in units} == {version}
         for worker, unit in zip(workers, units, strict=True):
             weights = worker.get(coordinator.url + unit.weights_url).content
             body = encode_result(real_result(unit, weights))
             assert upload(worker, unit, body).status_code == 200
-    deadline = time.monotonic() + 120
-    while (response := workers[0].get(f"/weights/{2 * ITERATIONS}")).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.05)
-    served = decode_snapshot(response.content, StateSpec.from_config(config)).weights
+    final = wait_for_version(workers[0], 2 * ITERATIONS)
+    served = decode_snapshot(final, StateSpec.from_config(config)).weights
 
     ran = _torchrun(tmp_path / "ddp")
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +11,7 @@ import torch
 from coordinator_service.training import engine
 from shared.codec import decode_result, decode_snapshot
 from shared.models import ModelConfig, StateSpec
-from shared.protocol import API_PREFIX, RunConfig, WorkUnit
+from shared.protocol import API_PREFIX, RunConfig
 from tests.conftest import (
     NARROW_RUN,
     TEST_ADMIN_TOKEN,
@@ -21,25 +20,18 @@ from tests.conftest import (
     SpawnedCoordinator,
 )
 from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
-from tests.coordinator_service.helpers import claim, fake_body, fetch, upload
+from tests.coordinator_service.helpers import (
+    claim,
+    claim_when_ready,
+    fake_body,
+    fetch,
+    upload,
+    wait_for_version,
+)
 
 NARROW = ModelConfig(latent_dim=32, generator_features=8, discriminator_features=8)
 
 
-def _claim_when_ready(worker: httpx.Client, timeout: float = 60) -> WorkUnit:
-    deadline = time.monotonic() + timeout
-    while (unit := claim(worker)) is None:
-        assert time.monotonic() < deadline, "no unit came"
-        time.sleep(0.05)
-    return unit
-
-
-def _wait_version(client: httpx.Client, version: int, timeout: float = 60) -> bytes:
-    deadline = time.monotonic() + timeout
-    while (response := client.get(f"/weights/{version}")).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.05)
-    return response.content
 
 
 def test_a_d_phase_result_after_the_g_phase_began_is_refused_and_counts_nowhere(
@@ -48,11 +40,11 @@ def test_a_d_phase_result_after_the_g_phase_began_is_refused_and_counts_nowhere(
     coordinator.start_run(**NARROW_RUN, units_per_step=2, step_timeout=1.0)
     ada = coordinator.client(coordinator.register("ada"))
     bob = coordinator.client(coordinator.register("bob"))
-    first, late = _claim_when_ready(ada), _claim_when_ready(bob)
+    first, late = claim_when_ready(ada), claim_when_ready(bob)
     assert (first.iteration, late.iteration) == (0, 0)
     assert upload(ada, first, fake_body(first)).status_code == 200
-    _wait_version(ada, 1)  # the step timeout folded the D phase with one result
-    g_unit = _claim_when_ready(ada)
+    wait_for_version(ada, 1)  # the step timeout folded the D phase with one result
+    g_unit = claim_when_ready(ada)
     assert g_unit.iteration == 1 and g_unit.image_indices == first.image_indices
 
     assert_refused_unchanged(
@@ -67,8 +59,8 @@ def test_a_d_phase_result_after_the_g_phase_began_is_refused_and_counts_nowhere(
     assert counted[0]["n"] == 0
     # The G phase needs only ada's unit; the next D phase hands bob's images out again.
     assert upload(ada, g_unit, fake_body(g_unit)).status_code == 200
-    _wait_version(ada, 2)
-    again = [_claim_when_ready(ada), _claim_when_ready(bob)]
+    wait_for_version(ada, 2)
+    again = [claim_when_ready(ada), claim_when_ready(bob)]
     assert late.image_indices in [u.image_indices for u in again]
 
 
@@ -88,25 +80,25 @@ def test_kill_9_between_the_phases_resumes_in_the_g_phase(
             "token"
         ]
     worker = _client(first.url, token)
-    d_units = [_claim_when_ready(worker) for _ in range(2)]
+    d_units = [claim_when_ready(worker) for _ in range(2)]
     d_bodies = [fake_body(u) for u in d_units]
     for unit, body in zip(d_units, d_bodies, strict=True):
         assert upload(worker, unit, body).status_code == 200
-    _wait_version(worker, 1)
+    wait_for_version(worker, 1)
     worker.close()
     first.kill()  # the D phase is folded, the G phase not begun
 
     second = spawn_coordinator(database_url)
     worker = _client(second.url, token)
     assert worker.get("/status").json()["run"]["iteration"] == 1
-    g_units = [_claim_when_ready(worker) for _ in range(2)]
+    g_units = [claim_when_ready(worker) for _ in range(2)]
     assert {u.iteration for u in g_units} == {1}
     assert sorted(u.image_indices for u in g_units) == sorted(u.image_indices for u in d_units)
     assert claim(worker) is None  # nothing else belongs to the G phase
     g_bodies = [fake_body(u) for u in g_units]
     for unit, body in zip(g_units, g_bodies, strict=True):
         assert upload(worker, unit, body).status_code == 200
-    served = decode_snapshot(_wait_version(worker, 2), StateSpec.from_config(NARROW)).weights
+    served = decode_snapshot(wait_for_version(worker, 2), StateSpec.from_config(NARROW)).weights
     history = worker.get("/history").json()
     worker.close()
 
