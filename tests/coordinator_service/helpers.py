@@ -12,7 +12,7 @@ import torch
 from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state
-from shared.protocol import LEASE_HEADER, WorkUnit
+from shared.protocol import API_PREFIX, LEASE_HEADER, WorkUnit
 from shared.strategies import strategy_for
 from shared.unit_result import UnitMetrics, UnitResult
 
@@ -62,6 +62,12 @@ def real_result(unit: WorkUnit, weights: bytes) -> UnitResult:
     return strategy_for(unit.run).compute(
         generator, discriminator, images, unit.image_indices, version=unit.iteration
     )
+
+
+def api_client(url: str, token: str | None = None) -> httpx.Client:
+    """A client of a coordinator's /api/v1, with a bearer token when given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url + API_PREFIX, headers=headers, timeout=60)
 
 
 def claim_when_ready(client: httpx.Client, timeout: float = 120) -> WorkUnit:

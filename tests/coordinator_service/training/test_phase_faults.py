@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import httpx
 import torch
 
 from coordinator_service.training import engine
 from shared.codec import decode_result, decode_snapshot
 from shared.models import ModelConfig, StateSpec
-from shared.protocol import API_PREFIX, RunConfig
+from shared.protocol import RunConfig
 from tests.conftest import (
     NARROW_RUN,
     TEST_ADMIN_TOKEN,
@@ -21,6 +20,7 @@ from tests.conftest import (
 )
 from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
 from tests.coordinator_service.helpers import (
+    api_client,
     claim,
     claim_when_ready,
     fake_body,
@@ -64,22 +64,18 @@ def test_a_d_phase_result_after_the_g_phase_began_is_refused_and_counts_nowhere(
     assert late.image_indices in [u.image_indices for u in again]
 
 
-def _client(url: str, token: str | None = None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url + API_PREFIX, headers=headers, timeout=60)
-
 
 def test_kill_9_between_the_phases_resumes_in_the_g_phase(
     database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
 ) -> None:
     run = {**NARROW_RUN, "units_per_step": 2, "step_timeout": 3600}
     first = spawn_coordinator(database_url)
-    with _client(first.url, TEST_ADMIN_TOKEN) as admin, _client(first.url) as anon:
+    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
         assert admin.post("/admin/runs", json={"config": run}).status_code == 201
         token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
             "token"
         ]
-    worker = _client(first.url, token)
+    worker = api_client(first.url, token)
     d_units = [claim_when_ready(worker) for _ in range(2)]
     d_bodies = [fake_body(u) for u in d_units]
     for unit, body in zip(d_units, d_bodies, strict=True):
@@ -89,7 +85,7 @@ def test_kill_9_between_the_phases_resumes_in_the_g_phase(
     first.kill()  # the D phase is folded, the G phase not begun
 
     second = spawn_coordinator(database_url)
-    worker = _client(second.url, token)
+    worker = api_client(second.url, token)
     assert worker.get("/status").json()["run"]["iteration"] == 1
     g_units = [claim_when_ready(worker) for _ in range(2)]
     assert {u.iteration for u in g_units} == {1}

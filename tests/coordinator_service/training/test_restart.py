@@ -5,23 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import httpx
 import torch
 
 from coordinator_service.training import engine
 from shared.codec import decode_result, decode_snapshot
 from shared.models import ModelConfig, StateSpec
-from shared.protocol import API_PREFIX, RunConfig
+from shared.protocol import RunConfig
 from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
-from tests.coordinator_service.helpers import claim, fake_body, upload
+from tests.coordinator_service.helpers import api_client, claim, fake_body, upload
 
 CONFIG = ModelConfig(latent_dim=32, generator_features=8, discriminator_features=8)
 RUN = {**NARROW_RUN, "units_per_step": 3, "step_timeout": 3600}
 
-
-def _clients(url: str, token: str | None = None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url + API_PREFIX, headers=headers, timeout=60)
 
 
 def test_kill_9_before_the_step_resumes_the_same_iteration(
@@ -29,12 +24,12 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
 ) -> None:
     spec = StateSpec.from_config(CONFIG)
     first = spawn_coordinator(database_url)
-    with _clients(first.url, TEST_ADMIN_TOKEN) as admin, _clients(first.url) as anon:
+    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
         assert admin.post("/admin/runs", json={"config": RUN}).status_code == 201
         token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
             "token"
         ]
-    worker = _clients(first.url, token)
+    worker = api_client(first.url, token)
     units = [claim(worker) for _ in range(3)]
     assert all(u is not None for u in units)
     bodies = [fake_body(u) for u in units]  # type: ignore[arg-type]
@@ -45,7 +40,7 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     first.kill()
 
     second = spawn_coordinator(database_url)
-    worker = _clients(second.url, token)
+    worker = api_client(second.url, token)
     status = worker.get("/status").json()
     assert status["run"]["iteration"] == 0 and status["results_waiting"] == 2
     # a repeat of an upload from before the crash still answers as the first did
@@ -69,6 +64,6 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     served = decode_snapshot(response.content, spec).weights
     for name, tensor in expected.items():
         assert torch.equal(served[name], tensor), name
-    with _clients(second.url) as anon:
+    with api_client(second.url) as anon:
         history = anon.get("/history").json()
     assert len(history) == 1 and history[0]["num_results"] == 3
