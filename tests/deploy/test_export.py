@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load as st_load
 
 from coordinator_service.db.pool import connect
 from coordinator_service.db.runs import RunsRepo
@@ -24,9 +25,10 @@ from coordinator_service.export import (
 )
 from coordinator_service.training import engine
 from coordinator_service.training.planner import plan_epoch
-from shared.codec import encode_snapshot
+from shared.codec import encode_snapshot, read_metadata
 from shared.protocol import RunConfig
-from tests.conftest import NARROW_RUN
+from tests.conftest import NARROW_RUN, RunningCoordinator, free_port
+from tests.shared.helpers import assert_same_state
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,3 +136,30 @@ def test_cli_export_then_sample(
     assert Image.open(tmp_path / "samples.png").size == (2 * 66 + 2, 2 * 66 + 2)
     assert main(["sample", "missing.safetensors"]) == 1
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_cli_export_by_url_downloads_what_the_database_holds(
+    coordinator: RunningCoordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from coordinator_service.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # over HTTP only: no database at hand
+    assert main(["export", "--url", coordinator.url]) == 1
+    assert "no run yet" in capsys.readouterr().err
+    run_id = coordinator.start_run(**NARROW_RUN, seed=7)["run_id"]
+    assert main(["export", "--url", coordinator.url, "-o", "http.safetensors"]) == 0
+    assert f"run {run_id} at iteration 0" in capsys.readouterr().out
+    direct = _export(coordinator.database_url, run_id=run_id, iteration=0)
+    # Equal as files are read (safetensors writes its metadata map in no fixed order).
+    downloaded = (tmp_path / "http.safetensors").read_bytes()
+    assert read_metadata(downloaded) == read_metadata(direct.data)
+    assert_same_state(st_load(downloaded), st_load(direct.data))
+
+    assert main(["export", "--url", coordinator.url, "--iteration", "5"]) == 1
+    assert f"run {run_id} has no stored weights for iteration 5" in capsys.readouterr().err
+    assert main(["export", "--url", coordinator.url, "--run", str(run_id + 1)]) == 1
+    assert f"no run {run_id + 1}" in capsys.readouterr().err
+    assert main(["export", "--url", f"http://127.0.0.1:{free_port()}"]) == 1
+    assert "cannot reach the coordinator" in capsys.readouterr().err

@@ -1,16 +1,23 @@
-"""notebooks/worker_colab.ipynb: valid nbformat 4 JSON whose commands use real flags."""
+"""notebooks/worker_colab.ipynb: valid nbformat 4 JSON whose commands use real flags, and
+that runs, cell by cell in a Jupyter kernel, a worker that trains with a live coordinator."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
+import nbclient
+import nbformat
 import pytest
 import tomllib
+import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import NARROW_RUN, REPO_ROOT, RunningCoordinator
 from tests.deploy import docs
 from worker_client.settings import WorkerSettings
 
@@ -79,3 +86,47 @@ def test_notebook_commands_use_real_flags(notebook: dict[str, Any]) -> None:
     assert {"--url", "--join-code", "--name"} <= set(args)
     url = args[args.index("--url") + 1]
     assert WorkerSettings(url=url, join_code=values["JOIN_CODE"]).url == url
+
+
+def test_the_notebook_runs_a_worker_against_a_live_coordinator(
+    coordinator: RunningCoordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run all, as a student would, in a real Jupyter kernel: the parameters cell gets this
+    coordinator (as papermill injects values after a cell tagged ``parameters``), and the
+    ``install`` cell is left out because this environment already holds the package."""
+    coordinator.start_run(**NARROW_RUN, units_per_step=1, max_iterations=1)
+    nb = nbformat.reads(NOTEBOOK.read_text(), as_version=4)
+    tags = [tags_of(cell) for cell in nb.cells]
+    assert sum("parameters" in t for t in tags) == 1 and sum("install" in t for t in tags) == 1
+    nb.cells = [cell for cell, t in zip(nb.cells, tags, strict=True) if "install" not in t]
+    where = next(i for i, cell in enumerate(nb.cells) if "parameters" in tags_of(cell))
+    injected = (
+        f"COORDINATOR_URL = {coordinator.url!r}\nJOIN_CODE = {coordinator.join_code!r}\n"
+        "NAME = 'colab-test'"
+    )
+    nb.cells.insert(where + 1, nbformat.v4.new_code_cell(injected))
+    # The kernel finds gan-worker where pip put it, and keeps its token in this test's folder.
+    bin_dir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", bin_dir + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("GAN_WORKER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("GAN_WORKER_TORCH_THREADS", "1")
+    monkeypatch.setenv("GAN_WORKER_POLL_INTERVAL", "0.1")
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    printed = "".join(
+        output.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    expected_device = "GPU:" if torch.cuda.is_available() else "No GPU: the worker will use"
+    assert expected_device in printed
+    assert "The training run is finished" in printed, printed
+    board = {row["name"]: row for row in coordinator.client().get("/leaderboard").json()}
+    assert board["colab-test"]["total_work_units"] == 2  # the D phase's unit and the G phase's
+
+
+def tags_of(cell: Any) -> list[str]:
+    return list(cell.metadata.get("tags", []))
