@@ -46,6 +46,9 @@ BIN = Path(sys.executable).parent
 ADMIN = "bench-admin-token"
 JOIN = "bench-join-code"
 
+# gan-worker flags per --polling choice.
+POLLING = {"default": [], "fast": ["--poll-interval", "0.05", "--max-poll-interval", "0.2"]}
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -101,7 +104,7 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
         worker = subprocess.Popen(
             [str(BIN / "gan-worker"), "--url", url, "--join-code", JOIN, "--name", "bench",
              "--state-dir", str(workdir / "worker"),
-             "--no-progress", "--poll-interval", "0.05", "--max-poll-interval", "0.2"],
+             "--no-progress", *POLLING[args.polling]],
             env=worker_env, stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         first_step: tuple[float, int] | None = None
@@ -184,6 +187,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="micro-batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--polling", choices=sorted(POLLING), default="default",
+        help="the worker's polling: its own defaults, as a student runs it, or 50-200 ms "
+        "(default: default)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the logs' temporary folder")
     args = parser.parse_args()
     if args.units < 2:

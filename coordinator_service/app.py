@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
                     database_url=database_url,
                     cache=state.cache,
                     metrics=state.metrics,
+                    publications=state.publications,
                 )
                 state.aggregator = aggregator
                 task = asyncio.create_task(aggregator.run_forever(), name="aggregator")

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 API_PREFIX = "/api/v1"
 LEASE_HEADER = "X-Lease-Id"
+# The longest a claim may wait for work (POST /work-units/claim?wait=): well inside any
+# client's read timeout and any proxy's idle timeout.
+MAX_CLAIM_WAIT = 30.0
 
 ResultKind = Literal["synchronous", "local_steps"]
 WireDtype = Literal["float32", "float16", "bfloat16"]

@@ -122,10 +122,14 @@ class CoordinatorClient:
         """Tell the coordinator this worker is alive; extends its leases."""
         return self._parse(HeartbeatResponse, self._request("POST", "/workers/me/heartbeat"))
 
-    def claim(self, cached_shards: list[int] | None = None) -> WorkUnit | None:
-        """Lease a work unit, or None when there is nothing to do right now (204)."""
+    def claim(self, cached_shards: list[int] | None = None, wait: float = 0.0) -> WorkUnit | None:
+        """Lease a work unit, or None when there is nothing to do (204), having let the
+        coordinator hold the request up to ``wait`` seconds for one."""
         body = ClaimRequest(cached_shards=cached_shards or [])
-        response = self._request("POST", "/work-units/claim", json=body.model_dump(mode="json"))
+        response = self._request(
+            "POST", "/work-units/claim", json=body.model_dump(mode="json"),
+            params={"wait": wait} if wait > 0 else None,
+        )  # fmt: skip
         if response.status_code == 204:
             return None
         try:

@@ -46,6 +46,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_AUTH = 3
 EXIT_FORCED = 130  # the shell's convention for "ended by Ctrl+C"
+# How long a claim may wait at the coordinator for work: the next synchronous phase comes
+# the moment it is published, and a stop request is honoured within this many seconds.
+CLAIM_WAIT = 5.0
 
 
 class Worker:
@@ -149,12 +152,16 @@ class Worker:
                 log.info("Done: reached --max-units %d. %s", limit, self.totals.line())
                 return EXIT_OK
             try:
-                unit = self.retry.call(lambda: self.client.claim(self._cached_shards()))
+                asked = time.monotonic()
+                unit = self.retry.call(
+                    lambda: self.client.claim(self._cached_shards(), wait=CLAIM_WAIT)
+                )
                 if unit is None:
                     if not waiting:
                         log.info("Waiting for work units...")
                         waiting = True
-                    self.stop.wait(idle.next())
+                    if time.monotonic() - asked < CLAIM_WAIT / 2:
+                        self.stop.wait(idle.next())  # it answered at once: poll politely
                     continue
                 waiting = False
                 idle.reset()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from coordinator_service.db.models import Worker
 from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.metrics import Metrics
+from coordinator_service.publications import Publications
 from coordinator_service.settings import Settings
 from coordinator_service.weights_cache import WeightsCache
 
@@ -38,6 +39,7 @@ class CoordinatorState:
     cache: WeightsCache
     metrics: Metrics
     aggregator: Aggregator | None = None  # when this process runs one
+    publications: Publications = field(default_factory=Publications)
 
     def hand_to_aggregator(
         self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
 from coordinator_service.api.convert import work_unit
 from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep
@@ -16,13 +17,31 @@ from coordinator_service.db.models import AcceptedResult, ResultMetrics
 from coordinator_service.db.results import ResultsRepo
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.errors import CoordinatorError
+from coordinator_service.publications import wait_for
 from coordinator_service.training import engine
 from shared.codec import CodecError, decode_result
-from shared.protocol import LEASE_HEADER, ClaimRequest, ReleaseResponse, ResultResponse, WorkUnit
+from shared.protocol import (
+    LEASE_HEADER,
+    MAX_CLAIM_WAIT,
+    ClaimRequest,
+    ReleaseResponse,
+    ResultResponse,
+    WorkUnit,
+)
 
 router = APIRouter(tags=["work units"])
 
 LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, description="lease_id from the claim")]
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_CLAIM_WAIT,
+        description="seconds to hold the request while there is nothing to do; the unit "
+        "comes as soon as one is free, e.g. the moment the next phase is published "
+        f"(0: answer at once; at most {MAX_CLAIM_WAIT:.0f})",
+    ),
+]
 _FALLBACK_LIMIT = 64 << 20  # only for a lease that does not exist: refused anyway
 
 
@@ -30,19 +49,32 @@ _FALLBACK_LIMIT = 64 << 20  # only for a lease that does not exist: refused anyw
     "/work-units/claim",
     response_model=WorkUnit,
     responses={
-        204: {"description": "Nothing to do right now; ask again in a few seconds."},
+        204: {"description": "Nothing to do right now (within ``wait``); ask again."},
         **errors(*WORKER_AUTH, "no_run", "run_finished"),
     },
 )
 async def claim(
     worker: WorkerDep,
-    conn: ConnDep,
     state: StateDep,
     body: Annotated[ClaimRequest | None, Body()] = None,
+    wait: WaitQuery = 0.0,
 ) -> WorkUnit | Response:
-    """Lease the next unit of the current iteration (or a backup copy of a straggler)."""
+    """Lease the next unit of the current iteration (or a backup copy of a straggler);
+    with ``wait``, hold the request until there is one (or the time is up)."""
     cached = body.cached_shards if body else []
-    outcome = await LeasesRepo(conn).claim(worker_id=worker.worker_id, cached_shards=cached)
+    deadline = time.monotonic() + wait
+    while True:
+        # Taken before looking, so a version published while we look still wakes us.
+        ticket = state.publications.ticket()
+        async with state.pool.acquire() as conn:  # no connection is held while waiting
+            outcome = await LeasesRepo(conn).claim(
+                worker_id=worker.worker_id, cached_shards=cached
+            )
+        remaining = deadline - time.monotonic()
+        if outcome.unit is not None or outcome.status in ("finished", "no_run") or remaining <= 0:
+            break
+        # Without a local aggregator another replica publishes: look again every second.
+        await wait_for(ticket, remaining if state.aggregator else min(1.0, remaining))
     state.metrics.claims.labels(outcome.status).inc()
     if outcome.status == "finished":
         raise CoordinatorError("run_finished")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from shared.protocol import WorkUnit
 from tests.conftest import NARROW_RUN, RunningCoordinator
 from tests.coordinator_service.helpers import claim, database_fingerprint, fake_body, fetch, upload
 
@@ -131,3 +133,42 @@ def test_cached_shards_are_preferred(coordinator: RunningCoordinator) -> None:
         unit = claim(worker, cached_shards=[shard])
         assert unit is not None
         assert all(shard * 320 <= i < (shard + 1) * 320 for i in unit.image_indices)
+
+
+def test_a_waiting_claim_gets_the_next_phase_as_soon_as_it_is_published(
+    coordinator: RunningCoordinator,
+) -> None:
+    first, second = (coordinator.client(coordinator.register(n)) for n in ("ada", "grace"))
+    coordinator.start_run(**ONE_UNIT, units_per_step=1)
+    d_phase = claim(first)
+    assert d_phase is not None and d_phase.iteration == 0
+    with ThreadPoolExecutor(1) as pool:
+        asked = time.monotonic()
+        waiting = pool.submit(second.post, "/work-units/claim", json={}, params={"wait": 25})
+        time.sleep(0.5)
+        assert not waiting.done()  # held open: the only unit of version 0 is out
+        uploaded = time.monotonic()
+        assert upload(first, d_phase, fake_body(d_phase)).status_code == 200
+        answer = waiting.result(timeout=30)
+    assert answer.status_code == 200, answer.text
+    g_phase = WorkUnit.model_validate(answer.json())
+    # The G phase of the same images, handed out by the fold, not by the 25 s timeout.
+    assert (g_phase.iteration, g_phase.image_indices) == (1, d_phase.image_indices)
+    assert time.monotonic() - asked < 25 and time.monotonic() > uploaded
+
+
+def test_a_waiting_claim_with_nothing_to_do_answers_204_when_its_time_is_up(
+    coordinator: RunningCoordinator,
+) -> None:
+    first, second = (coordinator.client(coordinator.register(n)) for n in ("ada", "grace"))
+    coordinator.start_run(**ONE_UNIT)
+    assert claim(first) is not None
+    asked = time.monotonic()
+    answer = second.post("/work-units/claim", json={}, params={"wait": 1.5})
+    assert answer.status_code == 204 and time.monotonic() - asked >= 1.5
+    for bad in (-1, 31, "soon"):
+        refused = second.post("/work-units/claim", json={}, params={"wait": bad})
+        assert refused.status_code == 422, refused.text
+    # The refused and timed-out claims leased nothing.
+    rows = asyncio.run(fetch(coordinator.database_url, "SELECT worker_id FROM leases"))
+    assert len(rows) == 1
