@@ -51,7 +51,16 @@ class Settings(BaseSettings):
     aggregator_enabled: bool = True
     aggregator_tick_seconds: float = Field(default=0.25, gt=0)
     keep_last_states: int = Field(default=3, ge=1)
-    checkpoint_every: int = Field(default=100, ge=1)
+    checkpoint_every: int = Field(
+        default=100, ge=1,
+        description="every Nth version's weights and Adam state are kept for good",
+    )
+    snapshot_seconds: float = Field(
+        default=30.0, ge=0,
+        description="Adam state is written with a version at most this often (and with "
+        "every checkpoint_every-th); the versions between store only their weights, and a "
+        "restarted coordinator replays their accepted results, bit for bit. 0: every version",
+    )
     sample_every: int = Field(
         default=10, ge=0, description="a sample grid every N iterations (0: by time only)"
     )

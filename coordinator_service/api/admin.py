@@ -43,6 +43,7 @@ async def start_run(
     if await RunsRepo(conn).live() is not None:
         raise CoordinatorError("run_active")
     _state, encoded = await asyncio.to_thread(engine.initial_state, config)
+    assert encoded.checkpoint is not None  # W_0 always carries its (empty) Adam state
     run = await RunsRepo(conn).create(
         config=config,
         weights=encoded.weights,

@@ -125,6 +125,17 @@ class ResultsRepo:
         )
         return [OpenResult.of(r) for r in records]
 
+    async def folded_into(self, *, run_id: int, iteration: int) -> list[bytes | None]:
+        """The bodies a committed fold of ``iteration`` consumed, in its sum order (None
+        where a later checkpoint already dropped one)."""
+        records = await self.conn.fetch(
+            "SELECT body FROM results WHERE run_id = $1 AND iteration = $2 "
+            "AND consumed_at IS NOT NULL ORDER BY unit_id",
+            run_id,
+            iteration,
+        )
+        return [r["body"] for r in records]
+
     async def bodies(self, *, lease_ids: Sequence[UUID]) -> dict[UUID, bytes]:
         """The uploaded bodies of some accepted results."""
         records = await self.conn.fetch(

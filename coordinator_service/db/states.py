@@ -32,7 +32,7 @@ class StepWrite(BaseModel):
     result_ids: list[UUID]
     weights: bytes
     weights_etag: str
-    checkpoint: bytes
+    checkpoint: bytes | None  # None: replayable from this and earlier versions' results
     history: HistoryEntry
     sample_png: bytes | None
     keep_last: int
@@ -64,11 +64,13 @@ class StatesRepo:
         )
         return StoredWeights.of(record) if record else None
 
-    async def checkpoint(self, *, run_id: int, iteration: int) -> StoredCheckpoint | None:
+    async def latest_checkpoint(self, *, run_id: int, at_most: int) -> StoredCheckpoint | None:
+        """The newest version up to ``at_most`` stored with its Adam state."""
         record = await self.conn.fetchrow(
-            "SELECT iteration, checkpoint FROM run_states WHERE run_id = $1 AND iteration = $2",
+            "SELECT iteration, checkpoint FROM run_states WHERE run_id = $1 "
+            "AND iteration <= $2 AND checkpoint IS NOT NULL ORDER BY iteration DESC LIMIT 1",
             run_id,
-            iteration,
+            at_most,
         )
         return StoredCheckpoint.of(record) if record else None
 
@@ -163,13 +165,20 @@ class StatesRepo:
                 "WHERE w.worker_id = s.worker_id",
                 step.result_ids,
             )
-            # The gradients are in W_t+1 now; keep the row (a repeat upload is answered
-            # from it), drop the blob.
+            # The results are in W_t+1 now. Their rows stay (a repeat upload is answered
+            # from them); their bodies are the log that replays this version until a
+            # checkpoint covers it, and only then are they dropped.
             await conn.execute(
-                "UPDATE results SET body = NULL, consumed_at = now() "
-                "WHERE lease_id = ANY($1::uuid[])",
+                "UPDATE results SET consumed_at = now() WHERE lease_id = ANY($1::uuid[])",
                 step.result_ids,
             )
+            if step.checkpoint is not None:
+                await conn.execute(
+                    "UPDATE results SET body = NULL WHERE run_id = $1 AND iteration < $2 "
+                    "AND consumed_at IS NOT NULL AND body IS NOT NULL",
+                    step.run_id,
+                    new_iteration,
+                )
             # Leases still out were computed against W_t: their results can only be
             # stale, so their images go back into the epoch right away.
             await conn.execute(
@@ -218,10 +227,12 @@ class StatesRepo:
                     new_iteration,
                     step.sample_png,
                 )
-            # Bounded storage: the last few states plus every Nth as a checkpoint.
+            # Bounded storage: the last few states, every Nth for good, and the newest
+            # with Adam state (the replay starts there).
             await conn.execute(
                 "DELETE FROM run_states WHERE run_id = $1 AND iteration <= $2 "
-                "AND iteration % $3 <> 0",
+                "AND iteration % $3 <> 0 AND iteration < (SELECT max(iteration) "
+                "FROM run_states WHERE run_id = $1 AND checkpoint IS NOT NULL)",
                 step.run_id,
                 new_iteration - step.keep_last,
                 step.checkpoint_every,

@@ -73,6 +73,7 @@ class Aggregator:
         self._decoded: dict[UUID, UnitResult] = {}
         self._decoded_for: tuple[int, int] | None = None
         self._last_sample: float | None = None  # monotonic time of the last grid drawn
+        self._last_snapshot: float | None = None  # ... and of the last Adam state written
 
     async def run_forever(self) -> None:
         """Hold leadership and tick; on any error, log, wait and start over."""
@@ -145,16 +146,51 @@ class Aggregator:
         return True
 
     async def _training_state(self, run: Run) -> engine.TrainingState:
+        """W_t and Adam at the run's version: kept in memory, or after a restart the newest
+        checkpoint with the versions since replayed from their stored results."""
         state = self._state
         if state is not None and (state.run_id, state.iteration) == (run.run_id, run.iteration):
             return state
         async with self.pool.acquire() as conn:
-            stored = await StatesRepo(conn).checkpoint(run_id=run.run_id, iteration=run.iteration)
-        if stored is None:
-            raise RuntimeError(f"run {run.run_id} has no state for iteration {run.iteration}")
-        return await asyncio.to_thread(
-            engine.load_checkpoint, run.run_id, run.config, stored.checkpoint
-        )
+            states = StatesRepo(conn)
+            stored = await states.latest_checkpoint(run_id=run.run_id, at_most=run.iteration)
+            if stored is None:
+                raise RuntimeError(f"run {run.run_id} has no checkpoint up to {run.iteration}")
+            state = await asyncio.to_thread(
+                engine.load_checkpoint, run.run_id, run.config, stored.checkpoint
+            )
+            for version in range(stored.iteration, run.iteration):
+                found = await ResultsRepo(conn).folded_into(run_id=run.run_id, iteration=version)
+                bodies = [body for body in found if body is not None]
+                if not bodies or len(bodies) != len(found):
+                    raise RuntimeError(f"run {run.run_id}: the results of {version} are gone")
+                state = await asyncio.to_thread(self._replay, state, bodies, run)
+            served = await states.weights(run_id=run.run_id, iteration=run.iteration)
+        if served is not None and run.iteration > stored.iteration:
+            replayed = engine.encode_state(
+                state.iteration, state.weights, state.optimizer, with_checkpoint=False
+            )
+            if replayed.weights_etag != served.weights_etag:  # never seen: refuse to go on
+                raise RuntimeError(f"run {run.run_id}: replay to {run.iteration} differs")
+            log.info("run %d: replayed versions %d to %d from their results",
+                     run.run_id, stored.iteration + 1, run.iteration)  # fmt: skip
+        self._last_snapshot = time.monotonic()
+        return state
+
+    @staticmethod
+    def _replay(state: engine.TrainingState, bodies: list[bytes], run: Run) -> engine.TrainingState:
+        """One committed fold again, from the bodies it consumed, in its order."""
+        results = engine.decode_results(bodies, run.config, state.iteration)
+        return engine.step(
+            state, results, run.config, with_sample=False, with_checkpoint=False
+        ).state
+
+    def _snapshot_due(self, version: int, finished: bool) -> bool:
+        """Whether the version about to be committed is stored with its Adam state."""
+        if finished or version % self.settings.checkpoint_every == 0:
+            return True
+        last = self._last_snapshot
+        return last is None or time.monotonic() - last >= self.settings.snapshot_seconds
 
     async def _step(self, run: Run) -> None:
         """Optimistically, then (if results kept arriving meanwhile) under the run lock.
@@ -195,12 +231,15 @@ class Aggregator:
         marks.append(time.perf_counter())
         strategy = engine.strategy(run.config)
         with_sample = self._sample_due(run.iteration + 1, strategy.versions_per_iteration)
+        last = run.config.max_iterations
+        finishes = last is not None and run.iteration + 1 >= last * strategy.versions_per_iteration
         product = await asyncio.to_thread(
             engine.step,
             state,
             [self._decoded[r.lease_id] for r in results],
             run.config,
             with_sample=with_sample,
+            with_checkpoint=self._snapshot_due(run.iteration + 1, finishes),
         )
         m = product.metrics
         write = StepWrite(
@@ -241,6 +280,8 @@ class Aggregator:
         self._decoded = {}
         if product.sample_png is not None:
             self._last_sample = time.monotonic()
+        if product.encoded.checkpoint is not None:
+            self._last_snapshot = time.monotonic()
         self.cache.put(
             run.run_id,
             outcome.iteration,

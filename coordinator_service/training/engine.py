@@ -75,13 +75,16 @@ class TrainingState:
 class EncodedState:
     weights: bytes
     weights_etag: str
-    checkpoint: bytes
+    checkpoint: bytes | None  # None: a version that the results log can replay
 
 
-def encode_state(iteration: int, weights: dict[str, Tensor], opt: OptimizerState) -> EncodedState:
-    """The two blobs of a run_states row: served weights and the full checkpoint."""
+def encode_state(
+    iteration: int, weights: dict[str, Tensor], opt: OptimizerState, *, with_checkpoint: bool
+) -> EncodedState:
+    """The blobs of a run_states row: served weights and, when asked, the full checkpoint."""
     served = encode_snapshot(iteration, weights)
-    return EncodedState(served, etag_of(served), encode_snapshot(iteration, weights, opt))
+    checkpoint = encode_snapshot(iteration, weights, opt) if with_checkpoint else None
+    return EncodedState(served, etag_of(served), checkpoint)
 
 
 def initial_state(config: RunConfig) -> tuple[TrainingState, EncodedState]:
@@ -90,7 +93,7 @@ def initial_state(config: RunConfig) -> tuple[TrainingState, EncodedState]:
     weights = model_state(generator, discriminator)
     params = {k: weights[k] for k in state_spec(model_config(config)).parameters}
     opt = strategy(config).initial_optimizer(params)
-    return TrainingState(0, 0, weights, opt), encode_state(0, weights, opt)
+    return TrainingState(0, 0, weights, opt), encode_state(0, weights, opt, with_checkpoint=True)
 
 
 def load_checkpoint(run_id: int, config: RunConfig, checkpoint: bytes) -> TrainingState:
@@ -141,7 +144,12 @@ def count_problem(result: UnitResult, config: RunConfig, unit_images: int) -> st
 
 
 def step(
-    state: TrainingState, results: list[UnitResult], config: RunConfig, *, with_sample: bool
+    state: TrainingState,
+    results: list[UnitResult],
+    config: RunConfig,
+    *,
+    with_sample: bool,
+    with_checkpoint: bool = True,
 ) -> StepProduct:
     """The next version from this one and its accepted results, in the order given."""
     fold = strategy(config).fold(
@@ -151,7 +159,9 @@ def step(
     png = sample_grid(fold.weights, config) if with_sample else None
     return StepProduct(
         new_state,
-        encode_state(new_state.iteration, fold.weights, fold.optimizer),
+        encode_state(
+            new_state.iteration, fold.weights, fold.optimizer, with_checkpoint=with_checkpoint
+        ),
         fold.metrics,
         fold.num_samples,
         png,

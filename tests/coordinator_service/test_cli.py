@@ -48,7 +48,7 @@ def test_embedded_postgres_survives_a_restart(
     tmp_path: Path, spawn_coordinator: Callable[..., SpawnedCoordinator]
 ) -> None:
     data_dir = tmp_path / "data"
-    first = spawn_coordinator(None, GAN_DATA_DIR=str(data_dir))
+    first = spawn_coordinator(None, args=("--log-level", "info"), GAN_DATA_DIR=str(data_dir))
     # initdb and pg_ctl ran, quietly: one line says where the server lives.
     assert f"embedded PostgreSQL running in {data_dir / 'postgres'}" in first.log()
     assert "Running commandline" not in first.log() and "initdb" not in first.log()

@@ -78,13 +78,15 @@ def test_storage_keeps_the_last_states_and_periodic_checkpoints(
         assert unit is not None and unit.iteration == iteration
         assert upload(worker, unit, fake_body(unit)).status_code == 200
         _wait_for(lambda i=iteration: worker.get("/status").json()["run"]["iteration"] == i + 1)
-    rows = asyncio.run(fetch(coordinator.database_url,
-                             "SELECT iteration FROM run_states ORDER BY iteration"))  # fmt: skip
-    assert [r["iteration"] for r in rows] == [0, 3, 5, 6]
+    rows = asyncio.run(fetch(coordinator.database_url, "SELECT iteration, checkpoint IS NOT "
+                             "NULL AS full FROM run_states ORDER BY iteration"))  # fmt: skip
+    # Adam state with every `every`-th version and the last; version 5 only its weights.
+    assert [(r["iteration"], r["full"]) for r in rows] == [
+        (0, True), (3, True), (5, False), (6, True)]  # fmt: skip
     assert worker.get("/samples").json() == [2, 4, 6]
     query = "SELECT count(*) AS n FROM results WHERE body IS NOT NULL"
     blobs = asyncio.run(fetch(coordinator.database_url, query))
-    assert blobs[0]["n"] == 0  # consumed gradients are deleted
+    assert blobs[0]["n"] == 0  # the last checkpoint covers every consumed result: dropped
     assert worker.post("/work-units/claim").status_code == 410
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -84,8 +85,9 @@ def test_h1_with_plain_outer_sgd_is_one_local_adam_step(coordinator: RunningCoor
 
 
 def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
-    coordinator: RunningCoordinator,
+    coordinator_factory: Callable[..., RunningCoordinator],
 ) -> None:
+    coordinator = coordinator_factory(snapshot_seconds=0)  # every version with its state
     coordinator.start_run(
         **NARROW_RUN, seed=SEED, units_per_step=1, result_kind="local_steps",
         result_dtype="bfloat16", batch_size=8,

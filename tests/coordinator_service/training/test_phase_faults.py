@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 import torch
 
 from coordinator_service.training import engine
 from shared.codec import decode_result, decode_snapshot
 from shared.models import ModelConfig, StateSpec
-from shared.protocol import RunConfig
+from shared.protocol import RunConfig, WorkUnit
 from tests.conftest import (
     NARROW_RUN,
     TEST_ADMIN_TOKEN,
@@ -65,50 +66,63 @@ def test_a_d_phase_result_after_the_g_phase_began_is_refused_and_counts_nowhere(
 
 
 
+@pytest.mark.parametrize("folded", [1, 3], ids=["after-1-version", "after-3-versions"])
 def test_kill_9_between_the_phases_resumes_in_the_g_phase(
-    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator], folded: int
 ) -> None:
+    """Killed after ``folded`` versions (the last a D phase), none of them stored with Adam
+    state: the new coordinator replays them from their results and carries on exactly."""
     run = {**NARROW_RUN, "units_per_step": 2, "step_timeout": 3600}
-    first = spawn_coordinator(database_url)
+    first = spawn_coordinator(database_url, GAN_SNAPSHOT_SECONDS="3600")
     with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
         assert admin.post("/admin/runs", json={"config": run}).status_code == 201
         token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
             "token"
         ]
     worker = api_client(first.url, token)
-    d_units = [claim_when_ready(worker) for _ in range(2)]
-    d_bodies = [fake_body(u) for u in d_units]
-    for unit, body in zip(d_units, d_bodies, strict=True):
-        assert upload(worker, unit, body).status_code == 200
-    wait_for_version(worker, 1)
+    folds: list[tuple[list[WorkUnit], list[bytes]]] = []
+    for version in range(folded):
+        units = [claim_when_ready(worker) for _ in range(2)]
+        assert {u.iteration for u in units} == {version}
+        bodies = [fake_body(u) for u in units]
+        for unit, body in zip(units, bodies, strict=True):
+            assert upload(worker, unit, body).status_code == 200
+        wait_for_version(worker, version + 1)
+        folds.append((units, bodies))
     worker.close()
     first.kill()  # the D phase is folded, the G phase not begun
+    full = asyncio.run(fetch(database_url, "SELECT iteration FROM run_states "
+                             "WHERE checkpoint IS NOT NULL"))  # fmt: skip
+    assert [r["iteration"] for r in full] == [0]  # only W_0 carries Adam state
 
-    second = spawn_coordinator(database_url)
+    second = spawn_coordinator(database_url, args=("--log-level", "info"))
     worker = api_client(second.url, token)
-    assert worker.get("/status").json()["run"]["iteration"] == 1
+    assert worker.get("/status").json()["run"]["iteration"] == folded
     g_units = [claim_when_ready(worker) for _ in range(2)]
-    assert {u.iteration for u in g_units} == {1}
+    assert {u.iteration for u in g_units} == {folded}
+    d_units = folds[-1][0]
     assert sorted(u.image_indices for u in g_units) == sorted(u.image_indices for u in d_units)
     assert claim(worker) is None  # nothing else belongs to the G phase
     g_bodies = [fake_body(u) for u in g_units]
     for unit, body in zip(g_units, g_bodies, strict=True):
         assert upload(worker, unit, body).status_code == 200
-    served = decode_snapshot(wait_for_version(worker, 2), StateSpec.from_config(NARROW)).weights
+    served = decode_snapshot(wait_for_version(worker, folded + 1), StateSpec.from_config(NARROW))
     history = worker.get("/history").json()
     worker.close()
+    assert f"replayed versions 1 to {folded} from their results" in second.log()
+    folds.append((g_units, g_bodies))
 
-    # An uninterrupted coordinator: both folds from W_0, results in unit order.
+    # An uninterrupted coordinator: every fold from W_0, results in unit order.
     config = RunConfig.model_validate(run)
     state, _ = engine.initial_state(config)
-    for version, units, bodies in ((0, d_units, d_bodies), (1, g_units, g_bodies)):
+    for version, (units, bodies) in enumerate(folds):
         layout = engine.result_layout(config, version)
         ordered = [decode_result(b, layout) for _, b in sorted(
             zip([u.unit_id for u in units], bodies, strict=True))]  # fmt: skip
         state = engine.step(state, ordered, config, with_sample=False).state
     for name, tensor in state.weights.items():
-        assert torch.equal(served[name], tensor), name
-    assert [h["iteration"] for h in history] == [0, 1]  # each fold once
-    assert [h["num_results"] for h in history] == [2, 2]
+        assert torch.equal(served.weights[name], tensor), name
+    assert [h["iteration"] for h in history] == list(range(folded + 1))  # each fold once
+    assert [h["num_results"] for h in history] == [2] * (folded + 1)
     results = asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM results"))
-    assert results[0]["n"] == 4
+    assert results[0]["n"] == 2 * (folded + 1)
