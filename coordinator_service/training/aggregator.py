@@ -166,11 +166,12 @@ class Aggregator:
                     raise RuntimeError(f"run {run.run_id}: the results of {version} are gone")
                 state = await asyncio.to_thread(self._replay, state, bodies, run)
             served = await states.weights(run_id=run.run_id, iteration=run.iteration)
-        if served is not None and run.iteration > stored.iteration:
+        if run.iteration > stored.iteration:
             replayed = engine.encode_state(
                 state.iteration, state.weights, state.optimizer, with_checkpoint=False
             )
-            if replayed.weights_etag != served.weights_etag:  # never seen: refuse to go on
+            if served is None or replayed.weights_etag != served.weights_etag:
+                # Never seen; going on would serve weights the class did not train.
                 raise RuntimeError(f"run {run.run_id}: replay to {run.iteration} differs")
             log.info("run %d: replayed versions %d to %d from their results",
                      run.run_id, stored.iteration + 1, run.iteration)  # fmt: skip
