@@ -183,12 +183,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "--device",
                     "cpu",
                     "--no-progress",
-                    # On loopback the next phase's weights come within a second: ask
-                    # often rather than back off to the default 2-15 s.
-                    "--poll-interval",
-                    "0.1",
-                    "--max-poll-interval",
-                    "0.5",
                 ],
                 env=env,
                 stdout=log,
