@@ -18,9 +18,11 @@ simulating in this process exactly what the coordinator does: K simulated worker
 compute one unit from W_t with the run's strategy (``shared.strategies``: synchronous D
 then G phases, or local steps) and the strategy folds the results (Adam per phase, or
 the outer Nesterov SGD). The single-process baseline is ``gan-train-local`` itself
-(``shared.local_training.train``, batch 64): the textbook loop, so ``baseline``,
-``textbook`` and ``sync-64x1`` take the same steps (tests/shared and the coordinator's
-contract test check it bit for bit).
+(``shared.local_training.train``, batch 64): the textbook loop, so ``baseline`` and
+``sync-64x1`` take the same steps (tests/shared and the coordinator's contract test
+check it bit for bit). ``textbook`` is the same algorithm with its own random draws
+(its one unit's image order and noise), so against ``baseline`` it also shows how much
+one seed's draws move the distance.
 
 Schedules are named on the command line (``--schedules``):
 
