@@ -135,12 +135,19 @@ def fetch_generator(
     run_id: int | None = None,
     iteration: int | None = None,
     verify: str | bool = True,
+    admin_token: str = "",
 ) -> ExportedGenerator:
-    """W_t of a run from a running coordinator at ``url``, as a worker downloads it (the
-    weights are public: no token). Default: the newest run at its newest iteration."""
+    """W_t of a run from a running coordinator at ``url``, as a worker downloads it.
+
+    The weights are served to registered workers and the instructor only, so this sends
+    the admin token (``--admin-token`` / GAN_ADMIN_TOKEN): an instructor's tool should
+    not need a worker identity that would show on the leaderboard. Default: the newest
+    run at its newest iteration."""
     base = url.rstrip("/") + API_PREFIX
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    timeout = httpx.Timeout(120.0)
     try:
-        with httpx.Client(base_url=base, verify=verify, timeout=httpx.Timeout(120.0)) as client:
+        with httpx.Client(base_url=base, verify=verify, timeout=timeout, headers=headers) as client:
             if run_id is None:
                 runs = _json(client.get("/runs"), "no run yet")
                 if not runs:
@@ -156,6 +163,12 @@ def fetch_generator(
         raise ExportError(
             f"run {run.run_id} has no stored weights for iteration {wanted} (the newest is "
             f"{run.iteration}; the last few iterations and every checkpoint_every-th are kept)"
+        )
+    if response.status_code in (401, 403):
+        raise ExportError(
+            f"{url} refused the admin token ({response.status_code}): the weights are for "
+            "the class's workers and the instructor only; pass --admin-token TOKEN or set "
+            "GAN_ADMIN_TOKEN"
         )
     _json(response, "")  # raises on any other error
     return _exported(response.content, run_id=run.run_id, config=run.config)

@@ -26,7 +26,9 @@ def add_export_parsers(subparsers: Any) -> None:
         help="write the class's generator (an iteration's weights) as a safetensors file",
         description="The generator of a stored iteration with its config in the metadata; "
         "the newest stored iteration of the current (or latest) run by default. With --url "
-        "it downloads the weights from a running coordinator, as a worker does; without, it "
+        "it downloads the weights from a running coordinator, as a worker does, with the "
+        "admin token (the weights are served to the class's workers and the instructor "
+        "only); without, it "
         "reads the database (DATABASE_URL, or the embedded one in the data folder) of a "
         "coordinator that need not be running.",
     )
@@ -34,6 +36,11 @@ def add_export_parsers(subparsers: Any) -> None:
         "--url", default=None,
         help="a running coordinator's base URL, e.g. http://127.0.0.1:8000 (default: read "
         "the database instead)",
+    )  # fmt: skip
+    export.add_argument(
+        "--admin-token", default=None,
+        help="with --url: the instructor's token, which the weights download needs "
+        "(default: GAN_ADMIN_TOKEN)",
     )  # fmt: skip
     export.add_argument(
         "--cacert", default=None,
@@ -75,7 +82,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     wanted = {"run_id": args.run_id, "iteration": args.iteration}
     try:
         if args.url:
-            exported = fetch_generator(args.url, verify=args.cacert or True, **wanted)
+            token = args.admin_token or settings.admin_token
+            exported = fetch_generator(
+                args.url, verify=args.cacert or True, admin_token=token, **wanted
+            )
         else:
             with database(settings) as (url, _):
                 exported = asyncio.run(export_generator(url, **wanted))

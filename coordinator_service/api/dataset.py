@@ -3,7 +3,8 @@
 Shards are files of an imported dataset (``coordinator_service.datasets``), streamed
 from disk with ``FileResponse`` and never read into memory or the database. A shard's
 bytes never change (its name in the URL is pinned by ``dataset_id``, its ETag is its
-sha256), so workers and any proxy may cache it for good.
+sha256), so workers and any proxy may cache it for good. Both routes answer registered,
+unrevoked workers and the instructor only (``ReaderDep``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
 
 from coordinator_service.api.convert import dataset_info
-from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep
+from coordinator_service.api.deps import ConnDep, ReaderDep, StateDep
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.datasets.catalog import CatalogEntry, datasets_root, open_dataset
 from coordinator_service.db.models import Run
@@ -44,8 +45,8 @@ def _entry(state: StateDep, dataset_id: str) -> CatalogEntry:
     return entry
 
 
-@router.get("/dataset", responses=errors("no_run", "unknown_dataset"))
-async def dataset(conn: ConnDep, state: StateDep) -> DatasetDescription:
+@router.get("/dataset", responses=errors(*WORKER_AUTH, "no_run", "unknown_dataset"))
+async def dataset(_reader: ReaderDep, conn: ConnDep, state: StateDep) -> DatasetDescription:
     """The current run's dataset; for an imported one also its manifest (shard hashes)."""
     info = dataset_info(await _current_run(conn))
     if info.kind != "sharded":
@@ -68,7 +69,7 @@ async def dataset(conn: ConnDep, state: StateDep) -> DatasetDescription:
 )
 async def shard(
     k: int,
-    _worker: WorkerDep,
+    _reader: ReaderDep,
     conn: ConnDep,
     state: StateDep,
     dataset_id: DatasetQuery = None,

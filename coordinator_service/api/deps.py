@@ -85,18 +85,11 @@ admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
                           description="The instructor's GAN_ADMIN_TOKEN.")
 
 
-async def current_worker(
-    state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
-) -> Worker:
-    """The worker behind the bearer token: 401 without or with a bad token, 403 if revoked."""
-    if credentials is None or not credentials.credentials:
-        raise CoordinatorError("not_authenticated")
+async def _worker_for(state: CoordinatorState, token: str) -> Worker:
+    """The unrevoked worker holding ``token`` (or a refusal)."""
     # A short-lived connection: result uploads must not hold one while the body streams in.
     async with state.pool.acquire() as conn:
-        worker = await WorkersRepo(conn).by_token_hash(
-            token_hash=hash_token(credentials.credentials)
-        )
+        worker = await WorkersRepo(conn).by_token_hash(token_hash=hash_token(token))
     if worker is None:
         raise CoordinatorError("invalid_token")
     if worker.revoked_at is not None:
@@ -104,7 +97,43 @@ async def current_worker(
     return worker
 
 
+async def current_worker(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
+) -> Worker:
+    """The worker behind the bearer token: 401 without or with a bad token, 403 if revoked."""
+    if credentials is None or not credentials.credentials:
+        raise CoordinatorError("not_authenticated")
+    return await _worker_for(state, credentials.credentials)
+
+
 WorkerDep = Annotated[Worker, Depends(current_worker)]
+
+
+def _is_admin(settings: Settings, token: str) -> bool:
+    """The instructor's token, compared in constant time."""
+    return hmac.compare_digest(token.encode(), settings.admin_token.encode())
+
+
+async def current_reader(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
+    _admin: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+) -> Worker | None:
+    """Who may read the weights and the dataset: a registered, unrevoked worker (returned)
+    or the instructor (None; e.g. ``gan-coordinator export --url``). The class's work is
+    not for anyone who can reach the port; the dashboard and its sample grids stay public.
+
+    ``_admin`` reads the same header; it is here so /openapi.json lists both schemes.
+    """
+    if credentials is None or not credentials.credentials:
+        raise CoordinatorError("not_authenticated")
+    if _is_admin(state.settings, credentials.credentials):
+        return None
+    return await _worker_for(state, credentials.credentials)
+
+
+ReaderDep = Annotated[Worker | None, Depends(current_reader)]
 
 
 async def require_admin(
@@ -114,7 +143,7 @@ async def require_admin(
     """The instructor's token, compared in constant time."""
     if credentials is None or not credentials.credentials:
         raise CoordinatorError("not_authenticated")
-    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
+    if not _is_admin(settings, credentials.credentials):
         raise CoordinatorError("not_admin")
 
 

@@ -1,4 +1,8 @@
-"""W_t as safetensors: immutable per iteration, so served from memory with a strong ETag."""
+"""W_t as safetensors: immutable per iteration, so served from memory with a strong ETag.
+
+Only for registered, unrevoked workers and the instructor (``ReaderDep``): the weights
+are the class's work, not for whoever can reach the port.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import RedirectResponse
 
 from coordinator_service.api.convert import weights_url
-from coordinator_service.api.deps import StateDep
-from coordinator_service.api.responses import errors
+from coordinator_service.api.deps import ReaderDep, StateDep
+from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.db.models import Run
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.states import StatesRepo
@@ -44,9 +48,11 @@ async def _run(state: StateDep, run_id: int | None) -> Run:
     status_code=307,
     response_class=RedirectResponse,
     responses={307: {"description": "Redirect to the current iteration's weights"},
-               **errors("no_run", "unknown_run")},
+               **errors(*WORKER_AUTH, "no_run", "unknown_run")},
 )
-async def current_weights(state: StateDep, run_id: RunQuery = None) -> RedirectResponse:
+async def current_weights(
+    _reader: ReaderDep, state: StateDep, run_id: RunQuery = None
+) -> RedirectResponse:
     """Where the newest weights are: a redirect, never cached, to an immutable URL."""
     run = await _run(state, run_id)
     return RedirectResponse(
@@ -61,11 +67,12 @@ async def current_weights(state: StateDep, run_id: RunQuery = None) -> RedirectR
         200: {"content": {"application/octet-stream": {}},
               "description": "safetensors W_t (shared.codec.encode_snapshot)"},
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        **errors("no_run", "unknown_run", "unknown_iteration"),
+        **errors(*WORKER_AUTH, "no_run", "unknown_run", "unknown_iteration"),
     },
 )
 async def weights(
     iteration: int,
+    _reader: ReaderDep,
     state: StateDep,
     run_id: RunQuery = None,
     networks: NetworksQuery = None,

@@ -146,10 +146,11 @@ def test_cli_export_by_url_downloads_what_the_database_holds(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATABASE_URL", raising=False)  # over HTTP only: no database at hand
-    assert main(["export", "--url", coordinator.url]) == 1
+    by_url = ["--url", coordinator.url, "--admin-token", coordinator.admin_token]
+    assert main(["export", *by_url]) == 1
     assert "no run yet" in capsys.readouterr().err
     run_id = coordinator.start_run(**NARROW_RUN, seed=7)["run_id"]
-    assert main(["export", "--url", coordinator.url, "-o", "http.safetensors"]) == 0
+    assert main(["export", *by_url, "-o", "http.safetensors"]) == 0
     assert f"run {run_id} at iteration 0" in capsys.readouterr().out
     direct = _export(coordinator.database_url, run_id=run_id, iteration=0)
     # Equal as files are read (safetensors writes its metadata map in no fixed order).
@@ -157,9 +158,14 @@ def test_cli_export_by_url_downloads_what_the_database_holds(
     assert read_metadata(downloaded) == read_metadata(direct.data)
     assert_same_state(st_load(downloaded), st_load(direct.data))
 
-    assert main(["export", "--url", coordinator.url, "--iteration", "5"]) == 1
+    assert main(["export", *by_url, "--iteration", "5"]) == 1
     assert f"run {run_id} has no stored weights for iteration 5" in capsys.readouterr().err
-    assert main(["export", "--url", coordinator.url, "--run", str(run_id + 1)]) == 1
+    assert main(["export", *by_url, "--run", str(run_id + 1)]) == 1
     assert f"no run {run_id + 1}" in capsys.readouterr().err
+    # The weights are not public: without the admin token the download is refused, clearly.
+    monkeypatch.delenv("GAN_ADMIN_TOKEN", raising=False)
+    assert main(["export", "--url", coordinator.url, "-o", "anon.safetensors"]) == 1
+    assert "refused the admin token (401)" in capsys.readouterr().err
+    assert not (tmp_path / "anon.safetensors").exists()
     assert main(["export", "--url", f"http://127.0.0.1:{free_port()}"]) == 1
     assert "cannot reach the coordinator" in capsys.readouterr().err

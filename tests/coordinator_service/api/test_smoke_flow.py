@@ -52,7 +52,7 @@ def test_register_claim_upload_step(coordinator: RunningCoordinator) -> None:
 
 def test_weights_are_immutable_and_cached(coordinator: RunningCoordinator) -> None:
     coordinator.start_run(**NARROW_RUN)
-    client = coordinator.client()
+    client = coordinator.client(coordinator.register("ada"))
     first = client.get("/weights/0")
     assert first.status_code == 200
     assert first.headers["cache-control"] == "public, max-age=31536000, immutable"

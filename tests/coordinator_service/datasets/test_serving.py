@@ -65,7 +65,7 @@ def sharded_run(**extra: Any) -> dict[str, Any]:
 
 def test_manifest_and_shards_are_served_with_immutable_etags(served):
     coordinator, manifest, folder = served
-    api = coordinator.client()
+    api = coordinator.admin()  # the instructor may read the manifest too
     assert api.get("/dataset").status_code == 404  # no run yet
     run = coordinator.start_run(**sharded_run())
     assert run["config"]["dataset"] == {
@@ -76,7 +76,7 @@ def test_manifest_and_shards_are_served_with_immutable_etags(served):
     assert description["kind"] == "sharded" and description["num_images"] == IMAGES
     assert DatasetManifest.model_validate(description["manifest"]) == manifest
 
-    assert api.get("/dataset/shards/0").status_code == 401  # workers only
+    assert coordinator.client().get("/dataset/shards/0").status_code == 401  # workers only
     worker = coordinator.client(coordinator.register("ada"))
     answer = worker.get("/dataset/shards/1", params={"dataset_id": manifest.dataset_id})
     assert answer.status_code == 200
@@ -115,7 +115,7 @@ def test_builtin_run_has_no_shards_and_unknown_dataset_refuses_the_run(served):
     )
     assert refused.status_code == 422 and "no imported dataset 'celeba'" in refused.json()["detail"]
     coordinator.start_run(**NARROW_RUN)
-    description = coordinator.client().get("/dataset").json()
+    description = coordinator.admin().get("/dataset").json()
     assert description["kind"] == "builtin" and description["manifest"] is None
     worker = coordinator.client(coordinator.register("ada"))
     answer = worker.get("/dataset/shards/0")
