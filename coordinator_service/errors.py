@@ -46,18 +46,25 @@ CATALOGUE: dict[str, ErrorEntry] = {
     "result_too_large": ErrorEntry(413, "The result body is larger than this model allows."),
     "invalid_result": ErrorEntry(422, "The result body was refused."),
     "invalid_request": ErrorEntry(422, "The request is malformed."),
+    "rate_limited": ErrorEntry(
+        429, "Too many requests; wait the seconds in the Retry-After header, then retry."
+    ),
     "internal_error": ErrorEntry(500, "Internal error; the instructor can find it in the log."),
 }
 
 
 class CoordinatorError(Exception):
-    """A refusal with a stable code; ``detail`` adds a safe, specific explanation."""
+    """A refusal with a stable code; ``detail`` adds a safe, specific explanation and
+    ``headers`` go out with the answer (``Retry-After`` on 429)."""
 
-    def __init__(self, code: str, detail: str | None = None) -> None:
+    def __init__(
+        self, code: str, detail: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         if code not in CATALOGUE:
             raise KeyError(f"unknown error code {code!r}")
         self.code = code
         self.detail = detail or CATALOGUE[code].message
+        self.headers = headers or {}
         super().__init__(f"{code}: {self.detail}")
 
     @property

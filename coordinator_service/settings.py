@@ -71,6 +71,26 @@ class Settings(BaseSettings):
     )
     weights_cache_size: int = Field(default=4, ge=1)
 
+    # Rate limits, per API process (coordinator_service/rate_limits.py says why these).
+    registrations_per_minute: float = Field(
+        default=60.0, ge=0,
+        description="worker registrations per client address and minute, per API process, "
+        "after the first registration_burst (429 with Retry-After beyond); 0: no limit",
+    )
+    registration_burst: int = Field(
+        default=120, ge=1,
+        description="registrations one address may make at once (a class behind one NAT)",
+    )
+    worker_requests_per_second: float = Field(
+        default=30.0, ge=0,
+        description="requests per worker and second, per API process, after the first "
+        "worker_request_burst (429 with Retry-After beyond; an honest worker stays under 10); "
+        "0: no limit",
+    )
+    worker_request_burst: int = Field(
+        default=150, ge=1, description="requests one worker may make at once"
+    )
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         if self.environment != "development":

@@ -8,7 +8,10 @@ so callers never see an httpx exception.
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -36,12 +39,18 @@ from worker_client.errors import (
     CoordinatorUnavailable,
     JoinCodeRejected,
     NotFound,
+    RateLimited,
     TLSVerifyError,
     WorkerError,
     error_for_status,
 )
 
 USER_AGENT = "gan-worker/0.1"
+log = logging.getLogger("worker_client")
+# How long one call keeps waiting out 429 answers before it raises RateLimited (the
+# loop's retries then take over), and the longest single Retry-After it obeys.
+RATE_LIMIT_PATIENCE = 120.0
+MAX_RETRY_AFTER = 60.0
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -80,9 +89,11 @@ class CoordinatorClient:
         connect_timeout: float = 10.0,
         request_timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self._sleep = sleep  # waits out Retry-After; tests pass their own
         # Bodies are tens of MB on slow school Wi-Fi, hence the long read/write timeout;
         # a dead address should fail fast, hence the short connect timeout.
         timeout = httpx.Timeout(request_timeout, connect=connect_timeout, pool=request_timeout)
@@ -183,6 +194,30 @@ class CoordinatorClient:
         return API_PREFIX + path
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; a 429 is waited out as its Retry-After says and the call repeated,
+        for up to RATE_LIMIT_PATIENCE seconds (then RateLimited, which callers retry)."""
+        waited = 0.0
+        while True:
+            response = self._send(method, path, **kwargs)
+            if response.status_code != 429:
+                break
+            detail, _ = _error_body(response)
+            delay = _retry_after(response)
+            if waited + delay > RATE_LIMIT_PATIENCE:
+                raise RateLimited(delay, detail)
+            log.warning(
+                "The coordinator asks this worker to slow down (429: %s); waiting %.0f s as "
+                "its Retry-After says, then sending %s %s again",
+                detail, delay, method, self._url(path).split("?")[0],
+            )  # fmt: skip
+            self._sleep(delay)
+            waited += delay
+        if response.is_success:
+            return response
+        detail, code = _error_body(response)
+        raise error_for_status(response.status_code, detail, code)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -192,10 +227,7 @@ class CoordinatorClient:
             if _is_cert_failure(exc):
                 raise TLSVerifyError(str(exc)) from exc
             raise CoordinatorUnavailable(f"{type(exc).__name__}: {exc}" or repr(exc)) from exc
-        if response.is_success:
-            return response
-        detail, code = _error_body(response)
-        raise error_for_status(response.status_code, detail, code)
+        return response
 
     @staticmethod
     def _parse(model: type[_M], response: httpx.Response) -> _M:
@@ -215,6 +247,15 @@ def _result_kind(response: httpx.Response) -> str | None:
     except (ValueError, AttributeError):
         return None
     return kind if isinstance(kind, str) else None
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """A 429's Retry-After in seconds (1 when absent or an HTTP date; at most a minute)."""
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(MAX_RETRY_AFTER, max(0.1, seconds)) if seconds == seconds else 1.0
 
 
 def _error_body(response: httpx.Response) -> tuple[str, str]:

@@ -7,7 +7,8 @@ decides what to do by type, never by parsing messages::
     ├── ConfigError                  the student's settings cannot work (bad device, ...)
     ├── TLSVerifyError               HTTPS certificate not trusted: needs --ca-bundle
     ├── CoordinatorUnavailable       no answer: refused, DNS, timeout, or a 5xx (retry)
-    │   └── ServerError              the coordinator answered 5xx
+    │   ├── ServerError              the coordinator answered 5xx
+    │   └── RateLimited              429 still, after waiting its Retry-After a while
     └── ApiError                     a 4xx answer (.status, .code, .detail)
         ├── AuthError                the token is not accepted
         │   ├── UnknownToken         401: the coordinator does not know this token
@@ -45,6 +46,19 @@ class ServerError(CoordinatorUnavailable):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"coordinator error {status}: {detail}")
         self.status = status
+        self.detail = detail
+
+
+class RateLimited(CoordinatorUnavailable):
+    """429: the coordinator asked this worker to slow down, and kept asking.
+
+    The client already waited each ``Retry-After`` it was given (up to its patience);
+    like an outage, the loop retries later.
+    """
+
+    def __init__(self, retry_after: float, detail: str) -> None:
+        super().__init__(f"rate limited: {detail}")
+        self.retry_after = retry_after
         self.detail = detail
 
 

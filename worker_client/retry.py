@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from worker_client.backoff import Backoff
-from worker_client.errors import CoordinatorUnavailable, ServerError
+from worker_client.errors import CoordinatorUnavailable, RateLimited, ServerError
 from worker_client.report import duration
 from worker_client.stopping import StopSignal
 
@@ -56,6 +56,8 @@ class Retrier:
                 if give_up_after is not None and time.monotonic() - first_failure > give_up_after:
                     raise
                 delay = backoff.next()
+                if isinstance(exc, RateLimited):  # never sooner than the coordinator asked
+                    delay = max(delay, exc.retry_after)
                 if not holding_unit:
                     if self.stop.wait(delay):
                         raise
@@ -69,7 +71,14 @@ class Retrier:
         now = time.monotonic()
         if self._since is None:
             self._since = self._reported = now
-            if isinstance(exc, ServerError):
+            if isinstance(exc, RateLimited):
+                log.warning(
+                    "The coordinator at %s keeps asking this worker to slow down (%s). "
+                    "Waiting as it asks; the worker carries on when it accepts requests again.",
+                    self.url,
+                    exc.detail,
+                )
+            elif isinstance(exc, ServerError):
                 log.warning(
                     "The coordinator at %s had a problem (%s). Retrying; the worker carries "
                     "on when it answers again.",

@@ -22,6 +22,7 @@ from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.metrics import Metrics
 from coordinator_service.publications import Publications
+from coordinator_service.rate_limits import RateLimits
 from coordinator_service.settings import Settings
 from coordinator_service.weights_cache import WeightsCache
 
@@ -40,6 +41,10 @@ class CoordinatorState:
     metrics: Metrics
     aggregator: Aggregator | None = None  # when this process runs one
     publications: Publications = field(default_factory=Publications)
+    limits: RateLimits = field(init=False)  # per process: see coordinator_service.rate_limits
+
+    def __post_init__(self) -> None:
+        self.limits = RateLimits.from_settings(self.settings)
 
     def hand_to_aggregator(
         self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult
@@ -86,7 +91,7 @@ admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
 
 
 async def _worker_for(state: CoordinatorState, token: str) -> Worker:
-    """The unrevoked worker holding ``token`` (or a refusal)."""
+    """The unrevoked worker holding ``token``, within its request rate (or a refusal)."""
     # A short-lived connection: result uploads must not hold one while the body streams in.
     async with state.pool.acquire() as conn:
         worker = await WorkersRepo(conn).by_token_hash(token_hash=hash_token(token))
@@ -94,6 +99,8 @@ async def _worker_for(state: CoordinatorState, token: str) -> Worker:
         raise CoordinatorError("invalid_token")
     if worker.revoked_at is not None:
         raise CoordinatorError("worker_revoked")
+    # After the lookup (the key is the worker), before the route: a 429 changes nothing.
+    state.limits.workers.take(worker.worker_id)
     return worker
 
 
@@ -101,7 +108,8 @@ async def current_worker(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
 ) -> Worker:
-    """The worker behind the bearer token: 401 without or with a bad token, 403 if revoked."""
+    """The worker behind the bearer token: 401 without or with a bad token, 403 if revoked,
+    429 past its request rate (``worker_requests_per_second``)."""
     if credentials is None or not credentials.credentials:
         raise CoordinatorError("not_authenticated")
     return await _worker_for(state, credentials.credentials)
@@ -120,9 +128,10 @@ async def current_reader(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
     _admin: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
 ) -> Worker | None:
-    """Who may read the weights and the dataset: a registered, unrevoked worker (returned)
-    or the instructor (None; e.g. ``gan-coordinator export --url``). The class's work is
-    not for anyone who can reach the port; the dashboard and its sample grids stay public.
+    """Who may read the weights and the dataset: a registered, unrevoked worker (returned,
+    and rate-limited as on every worker route) or the instructor (None; e.g.
+    ``gan-coordinator export --url``). The class's work is not for anyone who can reach
+    the port; the dashboard and its sample grids stay public.
 
     ``_admin`` reads the same header; it is here so /openapi.json lists both schemes.
     """

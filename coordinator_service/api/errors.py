@@ -25,7 +25,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(CoordinatorError)
     async def domain_error(request: Request, exc: CoordinatorError) -> JSONResponse:
-        return _error(exc.status, exc.detail, exc.code)
+        response = _error(exc.status, exc.detail, exc.code)
+        response.headers.update(exc.headers)  # e.g. Retry-After on 429 rate_limited
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,5 +27,6 @@ def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-WORKER_AUTH = ("not_authenticated", "invalid_token", "worker_revoked")
+# The per-worker rate limit is applied where the token is checked, hence rate_limited.
+WORKER_AUTH = ("not_authenticated", "invalid_token", "worker_revoked", "rate_limited")
 ADMIN_AUTH = ("not_authenticated", "not_admin")

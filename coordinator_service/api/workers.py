@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from coordinator_service.api.deps import ConnDep, WorkerDep, hash_token
+from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep, hash_token
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.db.leases import LeasesRepo
 from coordinator_service.db.workers import WorkersRepo
@@ -20,10 +20,20 @@ router = APIRouter(tags=["workers"])
 @router.post(
     "/workers",
     status_code=status.HTTP_201_CREATED,
-    responses=errors("invalid_join_code", "invalid_request"),
+    responses=errors("invalid_join_code", "invalid_request", "rate_limited"),
 )
-async def register(body: RegisterRequest, conn: ConnDep) -> RegisterResponse:
-    """Join the class with its join code; the token in the answer is shown only once."""
+async def register(
+    body: RegisterRequest, request: Request, state: StateDep, conn: ConnDep
+) -> RegisterResponse:
+    """Join the class with its join code; the token in the answer is shown only once.
+
+    At most ``registration_burst`` at once, then ``registrations_per_minute``, per client
+    address (429 with Retry-After): a flood of identities and join-code guesses stop
+    before the database. Behind a reverse proxy the address is the one uvicorn reads
+    from X-Forwarded-For (``--forwarded-allow-ips``).
+    """
+    address = request.client.host if request.client else "unknown"
+    state.limits.registrations.take(address)
     repo = WorkersRepo(conn)
     if not await repo.join_code_valid(code=body.join_code):
         raise CoordinatorError("invalid_join_code")

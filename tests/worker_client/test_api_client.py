@@ -128,3 +128,17 @@ def test_an_answer_of_the_wrong_shape_is_an_api_error_not_a_crash():
     with client_for(lambda r: httpx.Response(200, json={"surprise": 1})) as client:
         with pytest.raises(errors.ApiError, match="unexpected answer"):
             client.heartbeat()
+
+
+def test_a_429_that_does_not_end_becomes_rate_limited_after_the_clients_patience():
+    """Waited out up to RATE_LIMIT_PATIENCE (a Retry-After over a minute counts as one),
+    then RateLimited: an outage-like error that the loop's retries take over."""
+    waits: list[float] = []
+    answer = httpx.Response(429, json={"detail": "slow", "code": "rate_limited"},
+                            headers={"Retry-After": "3600"})  # fmt: skip
+    client = CoordinatorClient("http://coordinator", token="t", sleep=waits.append,
+                               transport=httpx.MockTransport(lambda r: answer))  # fmt: skip
+    with client, pytest.raises(errors.RateLimited) as info:
+        client.heartbeat()
+    assert waits == [60.0, 60.0] and info.value.retry_after == 60.0
+    assert isinstance(info.value, errors.CoordinatorUnavailable)
