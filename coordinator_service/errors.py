@@ -45,6 +45,9 @@ CATALOGUE: dict[str, ErrorEntry] = {
     "run_finished": ErrorEntry(410, "Training is finished."),
     "result_too_large": ErrorEntry(413, "The result body is larger than this model allows."),
     "invalid_result": ErrorEntry(422, "The result body was refused."),
+    "result_out_of_bounds": ErrorEntry(
+        422, "The result's values or norms are far outside what this run's workers send."
+    ),
     "invalid_request": ErrorEntry(422, "The request is malformed."),
     "rate_limited": ErrorEntry(
         429, "Too many requests; wait the seconds in the Retry-After header, then retry."

@@ -61,6 +61,17 @@ class Settings(BaseSettings):
         "every checkpoint_every-th); the versions between store only their weights, and a "
         "restarted coordinator replays their accepted results, bit for bit. 0: every version",
     )
+    result_max_abs: float = Field(
+        default=1e4, gt=0,
+        description="a result holding a value of larger magnitude is refused (a finite 1e30 "
+        "would overflow Adam's second moment)",
+    )
+    result_norm_ratio: float = Field(
+        default=100.0, gt=1,
+        description="a result whose global or per-tensor norm exceeds this many times the "
+        "median of the run's last 32 accepted results of its kind is refused (honest results "
+        "measured at most 10 times)",
+    )
     sample_every: int = Field(
         default=10, ge=0, description="a sample grid every N iterations (0: by time only)"
     )

@@ -385,6 +385,11 @@ class RunSummary(_Model):
     config: RunConfig
     created_at: datetime
     finished_at: datetime | None = None
+    problem: str | None = Field(
+        default=None,
+        description="why training cannot go on (e.g. a stored state holding Inf); "
+        "null while it can",
+    )
 
 
 class UnitCounts(_Model):

@@ -28,6 +28,7 @@ class Run(_Row):
     iteration_started_at: datetime
     created_at: datetime
     finished_at: datetime | None
+    problem: str | None = None  # why the aggregator cannot advance it, if it cannot
 
     @property
     def live(self) -> bool:
@@ -85,6 +86,7 @@ class AcceptedResult(_Row):
     unit_id: int
     iteration: int
     num_samples: int
+    duplicate: bool = False  # this upload repeated one already accepted
 
 
 class OpenResult(_Row):

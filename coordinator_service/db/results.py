@@ -43,11 +43,14 @@ class ResultsRepo:
         num_samples: int,
         body: bytes,
         metrics: ResultMetrics,
+        norms: Sequence[float] = (),
     ) -> AcceptedResult:
         """Store a validated result if its lease is still active at the run's iteration.
 
         Re-checks everything under row locks: the upload was validated outside any
         transaction, and a step, an expiry or a backup's result may have happened since.
+        A simultaneous repeat of an upload of this lease waits on the lease's row lock and
+        then gets the first upload's answer, marked ``duplicate``.
         """
         async with self.conn.transaction():
             # Lock order run -> lease -> unit, the same as a step's, so they never deadlock.
@@ -68,6 +71,10 @@ class ResultsRepo:
             )
             if lease is None or run_iteration is None:
                 raise CoordinatorError("lease_lost")
+            if lease["status"] == "completed":  # a repeat that waited for the first upload
+                previous = await self.previous_answer(lease_id=lease_id)
+                if previous is not None:
+                    return previous.model_copy(update={"duplicate": True})
             if lease["status"] != "active":
                 raise CoordinatorError(_ENDED_LEASE_CODES.get(lease["status"], "lease_lost"))
             if lease["iteration"] != run_iteration:
@@ -80,8 +87,8 @@ class ResultsRepo:
             await self.conn.execute(
                 "INSERT INTO results (lease_id, unit_id, run_id, worker_id, iteration, kind, "
                 "num_samples, body, body_bytes, g_loss, d_loss, d_real_accuracy, "
-                "d_fake_accuracy, accepted_at) VALUES "
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, clock_timestamp())",
+                "d_fake_accuracy, norms, accepted_at) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, clock_timestamp())",
                 lease_id,
                 lease["unit_id"],
                 lease["run_id"],
@@ -95,6 +102,7 @@ class ResultsRepo:
                 metrics.d_loss,
                 metrics.d_real_accuracy,
                 metrics.d_fake_accuracy,
+                list(norms) or None,
             )
             await self.conn.execute(
                 "UPDATE leases SET status = CASE WHEN lease_id = $1 THEN 'completed' "
@@ -114,6 +122,17 @@ class ResultsRepo:
         return AcceptedResult(
             unit_id=lease["unit_id"], iteration=lease["iteration"], num_samples=num_samples
         )
+
+    async def recent_norms(self, *, run_id: int, kind: str, limit: int) -> list[list[float]]:
+        """The norms of the run's latest accepted results of one kind, newest first."""
+        records = await self.conn.fetch(
+            "SELECT norms FROM results WHERE run_id = $1 AND kind = $2 AND norms IS NOT NULL "
+            "ORDER BY accepted_at DESC LIMIT $3",
+            run_id,
+            kind,
+            limit,
+        )
+        return [list(r["norms"]) for r in records]
 
     async def open_for(self, *, run_id: int, iteration: int) -> list[OpenResult]:
         """Accepted, unconsumed results of one iteration, in unit order (a fixed sum order)."""

@@ -11,7 +11,8 @@ from coordinator_service.errors import CoordinatorError
 from shared.protocol import RunConfig, UnitCounts
 
 _RUN_COLUMNS = (
-    "run_id, status, config, iteration, epoch, iteration_started_at, created_at, finished_at"
+    "run_id, status, config, iteration, epoch, iteration_started_at, created_at, finished_at, "
+    "problem"
 )
 
 PlannedUnit = tuple[int, list[int]]  # (shard, image indices)
@@ -101,6 +102,14 @@ class RunsRepo:
             "ORDER BY status IN ('active', 'paused') DESC, run_id DESC LIMIT 1"
         )
         return Run.of(record) if record else None
+
+    async def report_problem(self, *, run_id: int, problem: str | None) -> None:
+        """Say why the aggregator cannot advance this run (None: it can again)."""
+        await self.conn.execute(
+            "UPDATE runs SET problem = $2 WHERE run_id = $1 AND problem IS DISTINCT FROM $2",
+            run_id,
+            problem,
+        )
 
     async def all(self) -> list[Run]:
         records = await self.conn.fetch(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id")

@@ -93,11 +93,17 @@ function banner(status) {
       `The instructor stopped it at iteration ${fmtInt(iterationsOf(status))}.`],
   }[status.state];
   let content = lines;
+  const problem = status.run && status.run.problem;
+  if (problem) {
+    content = ["Training is stuck.",
+      `The coordinator cannot advance the run: ${problem}. ` +
+      "The instructor finds the details in the coordinator's log."];
+  }
   if (!content && status.state === "running" && status.workers.active === 0) {
     content = ["Waiting for workers.", "The run is ready: start a worker to begin training."];
   }
   box.hidden = !content;
-  box.dataset.state = status.state;
+  box.dataset.state = problem ? "stuck" : status.state;
   if (content) {
     box.replaceChildren();
     const strong = document.createElement("strong");

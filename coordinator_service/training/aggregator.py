@@ -35,6 +35,8 @@ from shared.unit_result import UnitResult
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x47414E4E_41474752  # "GANNAGGR": one aggregator per database
+RETRY_SECONDS = 1.0  # after an error; doubled while the same error repeats ...
+MAX_RETRY_SECONDS = 30.0  # ... up to this
 
 
 def should_step(run: Run, ready: StepReadiness, now: datetime) -> bool:
@@ -74,18 +76,42 @@ class Aggregator:
         self._decoded_for: tuple[int, int] | None = None
         self._last_sample: float | None = None  # monotonic time of the last grid drawn
         self._last_snapshot: float | None = None  # ... and of the last Adam state written
+        self.problem: str | None = None  # the error that stops this aggregator, if any
 
     async def run_forever(self) -> None:
-        """Hold leadership and tick; on any error, log, wait and start over."""
+        """Hold leadership and tick; on any error, start over after a pause.
+
+        An error that repeats (a stored state holding Inf, results gone) is not a blip:
+        it is written on the run, where /healthz and the dashboard show it, logged once
+        and retried ever less often, instead of a traceback every second.
+        """
+        delay = RETRY_SECONDS
         while True:
             try:
                 await self._lead()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("aggregator failed; retrying in 1 s")
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self.problem:
+                    log.exception("aggregator failed; retrying")
+                    delay = RETRY_SECONDS
+                else:
+                    delay = min(2 * delay, MAX_RETRY_SECONDS)
+                self.problem = problem
                 self._state = None
-                await asyncio.sleep(1.0)
+                await self._report(problem)
+                await asyncio.sleep(delay)
+
+    async def _report(self, problem: str | None) -> None:
+        """Write (or clear) the live run's problem; a database that is down cannot be told."""
+        try:
+            async with self.pool.acquire() as conn:
+                run = await RunsRepo(conn).live()
+                if run is not None:
+                    await RunsRepo(conn).report_problem(run_id=run.run_id, problem=problem)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("could not record the aggregator's state on the run: %s", exc)
 
     def remember(self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult) -> None:
         """A result this process just accepted, already decoded: the step need not decode
@@ -143,6 +169,10 @@ class Aggregator:
         except StepConflict as exc:  # the run moved (stopped, paused) under us
             log.info("step of iteration %d abandoned: %s", run.iteration, exc)
             return False
+        if self.problem is not None:
+            log.info("run %d advances again", run.run_id)
+            self.problem = None
+            await self._report(None)
         return True
 
     async def _training_state(self, run: Run) -> engine.TrainingState:

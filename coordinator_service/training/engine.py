@@ -14,7 +14,10 @@ from functools import lru_cache
 
 from torch import Tensor
 
+from coordinator_service.training.result_bounds import state_problem
 from shared.codec import (
+    DTYPE_NAMES,
+    WIRE_DTYPES,
     OptimizerState,
     ResultLayout,
     decode_result,
@@ -113,10 +116,21 @@ class StepProduct:
     sample_png: bytes | None
 
 
+class UnsafeState(ValueError):
+    """A fold that would publish a non-finite value or an invalid BatchNorm statistic."""
+
+
+def decode(body: bytes, config: RunConfig, version: int) -> UnitResult:
+    """A result body for a unit of ``version``, in the run's wire dtype and nothing else
+    (a float16 body on a float32 run is refused: CodecError)."""
+    dtype = DTYPE_NAMES[config.result_dtype]
+    wire = next(code for code, wire_dtype in WIRE_DTYPES.items() if wire_dtype == dtype)
+    return decode_result(body, result_layout(config, version), allowed_dtypes=(wire,))
+
+
 def decode_results(bodies: list[bytes], config: RunConfig, version: int) -> list[UnitResult]:
     """Decode accepted result bodies of one version (validated once already, at upload)."""
-    layout = result_layout(config, version)
-    return [decode_result(b, layout) for b in bodies]
+    return [decode(b, config, version) for b in bodies]
 
 
 def result_layout(config: RunConfig, version: int) -> ResultLayout:
@@ -156,6 +170,9 @@ def step(
         state.weights, state.optimizer, results, version=state.iteration
     )
     new_state = TrainingState(state.run_id, state.iteration + 1, fold.weights, fold.optimizer)
+    problem = state_problem(_all_tensors(fold.weights, fold.optimizer))
+    if problem is not None:
+        raise UnsafeState(f"the fold into version {new_state.iteration}: {problem}")
     png = sample_grid(fold.weights, config) if with_sample else None
     return StepProduct(
         new_state,
@@ -166,6 +183,15 @@ def step(
         fold.num_samples,
         png,
     )
+
+
+def _all_tensors(weights: dict[str, Tensor], optimizer: OptimizerState) -> dict[str, Tensor]:
+    """Weights and optimizer state under one set of distinct names."""
+    named = dict(weights)
+    for part, tensors in (("exp_avg", optimizer.exp_avg), ("exp_avg_sq", optimizer.exp_avg_sq),
+                          ("momentum", optimizer.momentum or {})):  # fmt: skip
+        named.update({f"{part}.{k}": v for k, v in tensors.items()})
+    return named
 
 
 def sample_grid(weights: dict[str, Tensor], config: RunConfig) -> bytes:
