@@ -37,10 +37,13 @@ Schedules are named on the command line (``--schedules``):
                                images), K units per outer step, outer Nesterov SGD with
                                lr L (default 0.7) and momentum M (default 0.9; m0 = plain SGD)
 
-Any of them may end in ``-bf16`` or ``-fp16`` (results travel in that dtype: each one is
-encoded and decoded again before it is averaged, exactly as the coordinator receives it)
-and then ``-s<N>`` (train with seed N instead of ``--seed``; the classifier, the real
-features and the evaluation noise stay those of ``--seed``, so distances compare).
+Any sync or local schedule may end in ``-trimmed``, ``-median`` or ``-krum`` (the fold
+combines results by coordinate-wise trimmed mean, median or Multi-Krum instead of the
+mean: a run's ``aggregation``), then any of them in ``-bf16`` or ``-fp16`` (results
+travel in that dtype: each one is encoded and decoded again before it is averaged,
+exactly as the coordinator receives it) and then ``-s<N>`` (train with seed N instead of
+``--seed``; the classifier, the real features and the evaluation noise stay those of
+``--seed``, so distances compare).
 
 Quality is a Frechet distance (lower is better) between generated and real *test*
 images, in the penultimate-layer features of a small CNN classifier trained here on the
@@ -357,9 +360,12 @@ class Schedule:
     outer_momentum: float = 0.0
     wire: str = "float32"
     seed: int | None = None  # None: --seed
+    aggregation: str = "mean"
 
     def describe(self) -> str:
         seed = "" if self.seed is None else f", seed {self.seed}"
+        if self.aggregation != "mean":
+            seed = f", {self.aggregation}{seed}"
         if self.mode == "baseline":
             return f"gan-train-local, batch {self.unit_images}{seed}"
         wire = f", {self.wire} results{seed}"
@@ -382,7 +388,8 @@ class Schedule:
         return default if self.seed is None else self.seed
 
 
-_SUFFIXES = re.compile(r"^(.+?)(?:-(bf16|fp16))?(?:-s(\d+))?$")
+_SUFFIXES = re.compile(r"^(.+?)(?:-(trimmed|median|krum))?(?:-(bf16|fp16))?(?:-s(\d+))?$")
+_AGGREGATION = {None: "mean", "trimmed": "trimmed_mean", "median": "median", "krum": "multi_krum"}
 _WIRE = {None: "float32", "bf16": "bfloat16", "fp16": "float16"}
 _SYNC = re.compile(r"^sync-(\d+)x(\d+)$")
 _LOCAL = re.compile(r"^local-h(\d+)x(\d+)(?:-lr([0-9.]+))?(?:-m([0-9.]+))?$")
@@ -390,9 +397,12 @@ _LOCAL = re.compile(r"^local-h(\d+)x(\d+)(?:-lr([0-9.]+))?(?:-m([0-9.]+))?$")
 
 def parse_schedule(name: str, micro_batch: int, images: int = 60_000) -> Schedule:
     """``baseline``, ``textbook``, ``sync-<U>x<K>`` or ``local-h<H>x<K>[-lr<L>][-m<M>]``,
-    then ``[-bf16|-fp16][-s<N>]`` (see --help)."""
-    body, wire_name, seed_text = _SUFFIXES.fullmatch(name).groups()  # type: ignore[union-attr]
+    then ``[-trimmed|-median|-krum][-bf16|-fp16][-s<N>]`` (see --help)."""
+    match = _SUFFIXES.fullmatch(name)
+    assert match is not None
+    body, robust, wire_name, seed_text = match.groups()
     wire, seed = _WIRE[wire_name], (int(seed_text) if seed_text else None)
+    aggregation = _AGGREGATION[robust]
     if body == "baseline" and wire_name is None:
         return Schedule(name, "baseline", micro_batch, seed=seed)
     if body == "textbook" and wire_name is None:
@@ -401,12 +411,13 @@ def parse_schedule(name: str, micro_batch: int, images: int = 60_000) -> Schedul
         steps = math.ceil(images / micro_batch)
         return Schedule(name, "local", images, 1, steps, 1.0, 0.0, seed=seed)
     if m := _SYNC.match(body):
-        return Schedule(name, "sync", int(m[1]), int(m[2]), wire=wire, seed=seed)
+        return Schedule(name, "sync", int(m[1]), int(m[2]), wire=wire, seed=seed,
+                        aggregation=aggregation)  # fmt: skip
     if m := _LOCAL.match(body):
         h, k = int(m[1]), int(m[2])
         lr = float(m[3]) if m[3] else OuterConfig.lr
         momentum = float(m[4]) if m[4] else OuterConfig.momentum
-        return Schedule(name, "local", h * micro_batch, k, h, lr, momentum, wire, seed)
+        return Schedule(name, "local", h * micro_batch, k, h, lr, momentum, wire, seed, aggregation)
     raise ValueError(f"unknown schedule {name!r} (see --help for the forms)")
 
 
@@ -447,9 +458,11 @@ def strategy_of(ctx: Context, schedule: Schedule) -> Strategy:
     seed = schedule.training_seed(ctx.seed)
     if schedule.mode == "sync":
         micro = min(schedule.unit_images, ctx.micro_batch)
-        return Synchronous(seed, micro, ctx.model.latent_dim, adam=ctx.adam)
+        return Synchronous(seed, micro, ctx.model.latent_dim, adam=ctx.adam,
+                           aggregation=schedule.aggregation)  # type: ignore[arg-type]
     outer = OuterConfig(schedule.outer_lr, schedule.outer_momentum)
-    return LocalSteps(seed, ctx.micro_batch, ctx.model.latent_dim, inner=ctx.adam, outer=outer)
+    return LocalSteps(seed, ctx.micro_batch, ctx.model.latent_dim, inner=ctx.adam, outer=outer,
+                      aggregation=schedule.aggregation)  # type: ignore[arg-type]
 
 
 def iteration_result_bytes(
@@ -777,7 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated schedules, run in this order (default: "
         f"{','.join(DEFAULT_SCHEDULES)}; smoke: {','.join(SMOKE_SCHEDULES)}); forms: "
-        "baseline, sync-<U>x<K>, local-h<H>x<K>[-lr<L>][-m<M>], each optionally followed by "
+        "baseline, sync-<U>x<K>, local-h<H>x<K>[-lr<L>][-m<M>], the last two optionally "
+        "followed by -trimmed, -median or -krum (the fold's aggregation), then any of them by "
         "-bf16 or -fp16 and -s<N>",
     )
     p.add_argument(

@@ -78,6 +78,8 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "iterations": ("max_iterations", int),
     "result_kind": ("result_kind", str),
     "result_dtype": ("result_dtype", str),
+    "aggregation": ("aggregation", str),
+    "aggregation_trim": ("aggregation_trim", float),
     # local-steps runs (--result-kind local_steps) only
     "inner_steps": ("inner_steps", int),
     "inner_lr": ("inner_lr", float),

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from torch import Tensor
 
 from shared.codec import OptimizerState
+from shared.protocol import Aggregation
 from shared.unit_result import UnitMetrics, UnitResult
 
 
@@ -38,17 +40,58 @@ class Aggregate:
     num_results: int
 
 
-def aggregate(results: Sequence[UnitResult]) -> Aggregate:
-    """Sample-weighted mean of tensors, buffers and metrics over results of one kind."""
+Method = Aggregation
+METHODS: tuple[Method, ...] = get_args(Aggregation)
+
+
+def trimmed_count(num_results: int, trim: float) -> int:
+    """How many values a trimmed mean drops at each end of every coordinate."""
+    return min(int(trim * num_results), (num_results - 1) // 2)
+
+
+def aggregate(
+    results: Sequence[UnitResult], method: Method = "mean", trim: float = 0.2
+) -> Aggregate:
+    """Tensors and buffers of results of one kind combined by ``method``; metrics are
+    always the sample-weighted mean (they only describe the fold).
+
+    ``mean`` weighs each result by its images: DDP's all-reduce. The robust methods work
+    coordinate by coordinate and count each result once (a unit's images are fixed by
+    the run, so only the epoch's last unit can be smaller): ``trimmed_mean`` drops the
+    ``trim`` fraction of largest and of smallest values (at least one result survives;
+    with fewer than 1/trim results nothing is dropped and it is the mean), ``median``
+    keeps the middle (the mean of the two middle values for an even count). One
+    poisoned result of five can move no coordinate past the honest range; but a
+    sign-flipped result is inside that range, coordinate by coordinate, wherever honest
+    results disagree. ``multi_krum`` judges whole results instead (Blanchard et al.,
+    NeurIPS 2017): it drops the ``trim`` fraction that lie farthest from their
+    neighbours (:func:`krum_selection`) and takes the image-weighted mean of the rest.
+    """
     if not results:
         raise ValueError("cannot aggregate zero results")
     kinds = {r.kind for r in results}
     if len(kinds) != 1:
         raise ValueError(f"cannot mix result kinds {sorted(kinds)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown aggregation {method!r}; one of {', '.join(METHODS)}")
+    if method == "multi_krum":
+        return aggregate(krum_selection(results, trimmed_count(len(results), trim)))
     total = sum(r.num_samples for r in results)
     weights = [r.num_samples / total for r in results]
+    cut = trimmed_count(len(results), trim) if method == "trimmed_mean" else 0
+
+    def robust(values: Tensor) -> Tensor:  # (results, ...) -> (...)
+        if method == "median" and len(results) % 2 == 0:
+            ordered = values.sort(dim=0).values
+            middle = len(results) // 2
+            return (ordered[middle - 1] + ordered[middle]) / 2
+        if method == "median":
+            return values.median(dim=0).values
+        return values.sort(dim=0).values[cut : len(results) - cut].mean(dim=0)
 
     def mean(dicts: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        if method == "median" or cut > 0:
+            return {key: robust(torch.stack([d[key].float() for d in dicts])) for key in dicts[0]}
         if len(dicts) == 1:
             return {k: v.float().clone() for k, v in dicts[0].items()}
         return {
@@ -73,6 +116,28 @@ def aggregate(results: Sequence[UnitResult]) -> Aggregate:
         metrics=UnitMetrics(*(mean_metric(f) for f in UnitMetrics.__dataclass_fields__)),
         num_results=len(results),
     )
+
+
+def krum_selection(results: Sequence[UnitResult], faulty: int) -> list[UnitResult]:
+    """Multi-Krum: the ``n - faulty`` results whose summed squared distances to their
+    ``n - faulty - 2`` nearest others are smallest, in their given order.
+
+    An honest result sits among other honest ones; a scaled or sign-flipped one is far
+    from all of them, so its score is the largest and it is the one left out.
+    """
+    n = len(results)
+    if faulty <= 0 or n < 3:
+        return list(results)
+    names = sorted(results[0].tensors)
+    flat = torch.stack(
+        [torch.cat([r.tensors[k].float().flatten() for k in names]) for r in results]
+    ).double()
+    distances = torch.cdist(flat, flat).square()
+    neighbours = max(1, n - faulty - 2)
+    # Row i's smallest entries after its own zero: its nearest neighbours.
+    scores = distances.sort(dim=1).values[:, 1 : 1 + neighbours].sum(dim=1)
+    keep = sorted(scores.argsort()[: n - faulty].tolist())
+    return [results[i] for i in keep]
 
 
 def initial_optimizer_state(

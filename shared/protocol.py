@@ -20,6 +20,7 @@ MAX_CLAIM_WAIT = 30.0
 
 ResultKind = Literal["synchronous", "local_steps"]
 WireDtype = Literal["float32", "float16", "bfloat16"]
+Aggregation = Literal["mean", "trimmed_mean", "median", "multi_krum"]
 
 
 class _Model(BaseModel):
@@ -284,6 +285,19 @@ class RunConfig(_Model):
         "semantics) or local_steps (DiLoCo)",
     )
     result_dtype: WireDtype = Field(default="float32", description="what results travel in")
+    aggregation: Aggregation = Field(
+        default="mean",
+        description="how a fold combines its results: mean (image-weighted, DDP's all-reduce); "
+        "coordinate-wise trimmed_mean or median, which one poisoned result in five cannot "
+        "move past the honest values; or multi_krum, which leaves out the results farthest "
+        "from the others (a scaled or sign-flipped one). The robust ones need several "
+        "results per fold",
+    )
+    aggregation_trim: float = Field(
+        default=0.2, ge=0, lt=0.5,
+        description="trimmed_mean: the fraction of results dropped at each end of every "
+        "coordinate; multi_krum: the fraction of results left out (0.2: one of five)",
+    )
     # Local-steps runs only (null otherwise; filled with the defaults below when a
     # local-steps run leaves them out). ``lr``/``beta1``/``beta2`` above are the
     # coordinator's Adam of a synchronous run; a local-steps run's coordinator applies the

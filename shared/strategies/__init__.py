@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.aggregation import AdamConfig, OuterConfig
 from shared.protocol import RunConfig, RunInfo
 from shared.strategies.base import Fold, Strategy
@@ -19,13 +21,17 @@ def strategy_for(run: RunConfig | RunInfo) -> Strategy:
     ``RunInfo`` (worker: it needs only what a unit computes)."""
     config = run if isinstance(run, RunConfig) else None
     latent_dim = config.latent_dim if config else run.model.latent_dim  # type: ignore[union-attr]
+    # How results fold matters to the coordinator only; a worker's strategy keeps the mean.
+    robust: dict[str, Any] = (
+        {"aggregation": config.aggregation, "trim": config.aggregation_trim} if config else {}
+    )
     if run.result_kind == "synchronous":
         adam = AdamConfig(config.lr, config.beta1, config.beta2) if config else AdamConfig()
-        return Synchronous(run.seed, run.batch_size, latent_dim, adam=adam)
+        return Synchronous(run.seed, run.batch_size, latent_dim, adam=adam, **robust)
     info = config.local_steps_info() if config else run.local_steps  # type: ignore[union-attr]
     inner = AdamConfig(info.inner_lr, info.inner_beta1, info.inner_beta2) if info else AdamConfig()
     outer = OuterConfig()
     if config is not None:  # a local-steps config has every outer option filled in
         assert config.outer_lr is not None and config.outer_momentum is not None
         outer = OuterConfig(config.outer_lr, config.outer_momentum, bool(config.outer_nesterov))
-    return LocalSteps(run.seed, run.batch_size, latent_dim, inner=inner, outer=outer)
+    return LocalSteps(run.seed, run.batch_size, latent_dim, inner=inner, outer=outer, **robust)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from shared.aggregation import AdamConfig, OuterConfig, aggregate, apply_deltas
+from shared.aggregation import AdamConfig, Method, OuterConfig, aggregate, apply_deltas
 from shared.codec import OptimizerState, ResultLayout
 from shared.gan_step import discriminator_phase, generator_phase, micro_batches, to_model_input
 from shared.models import StateSpec, buffer_state, named_parameters
@@ -38,6 +38,8 @@ class LocalSteps:
     latent_dim: int
     inner: AdamConfig = AdamConfig()
     outer: OuterConfig = OuterConfig()
+    aggregation: Method = "mean"  # of the weight changes; the others resist outliers
+    trim: float = 0.2
     kind: str = LOCAL_STEPS
     versions_per_iteration: int = 1
 
@@ -140,6 +142,6 @@ class LocalSteps:
         version: int,
     ) -> Fold:
         """Average the changes (image-weighted) and take the outer SGD step."""
-        combined = aggregate(results)
+        combined = aggregate(results, self.aggregation, self.trim)
         new_weights, state = apply_deltas(weights, combined, optimizer, self.outer)
         return Fold(new_weights, state, combined.metrics, combined.num_samples)

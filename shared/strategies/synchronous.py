@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from shared.aggregation import AdamConfig, adam_step, aggregate, initial_optimizer_state
+from shared.aggregation import (
+    AdamConfig,
+    Method,
+    adam_step,
+    aggregate,
+    initial_optimizer_state,
+)
 from shared.codec import OptimizerState, ResultLayout
 from shared.gan_step import PhaseOutput, discriminator_phase, generator_phase, to_model_input
 from shared.models import DISCRIMINATOR, GENERATOR, StateSpec
@@ -42,6 +48,8 @@ class Synchronous:
     batch_size: int
     latent_dim: int
     adam: AdamConfig = AdamConfig()
+    aggregation: Method = "mean"  # "mean" is DDP's all-reduce; the others resist outliers
+    trim: float = 0.2
     kind: str = "synchronous"
     versions_per_iteration: int = 2
 
@@ -130,8 +138,9 @@ class Synchronous:
         *,
         version: int,
     ) -> Fold:
-        """Average the phase's gradients (image-weighted) and Adam-step that network."""
-        combined = aggregate(results)
+        """Average the phase's gradients (image-weighted, or robustly: ``aggregation``)
+        and Adam-step that network."""
+        combined = aggregate(results, self.aggregation, self.trim)
         step = self.training_iteration(version) + 1
         new_weights, moments = adam_step(weights, combined.tensors, optimizer, self.adam, step=step)
         new_weights.update(combined.buffers)

@@ -62,3 +62,50 @@ def test_aggregation_refuses_mixed_kinds_and_empty_input() -> None:
         except ValueError:
             continue
         raise AssertionError(f"aggregate({bad!r}) should have raised")
+
+
+def _random_results(count: int, seed: int = 0) -> list[UnitResult]:
+    rng = torch.Generator().manual_seed(seed)
+    return [
+        UnitResult(
+            kind="d_phase", iteration=0, num_samples=64,
+            tensors={"w": torch.randn(7, 3, generator=rng), "v": torch.randn(5, generator=rng)},
+            buffers={"b": torch.rand(4, generator=rng) + 0.5},
+            metrics=UnitMetrics(1.0, 1.0, 0.5, 0.5),
+        )  # fmt: skip
+        for _ in range(count)
+    ]
+
+
+def test_trimmed_mean_and_median_equal_a_plain_reference() -> None:
+    """Coordinate by coordinate: sort the five values, drop one at each end, average."""
+    results = _random_results(5)
+    for key in ("w", "v"):
+        stacked = torch.stack([r.tensors[key] for r in results])
+        trimmed = stacked.sort(dim=0).values[1:4].mean(dim=0)
+        torch.testing.assert_close(aggregate(results, "trimmed_mean", 0.2).tensors[key], trimmed)
+        median = stacked.sort(dim=0).values[2]
+        torch.testing.assert_close(aggregate(results, "median").tensors[key], median)
+    four = results[:4]
+    ordered = torch.stack([r.tensors["w"] for r in four]).sort(dim=0).values
+    middle = (ordered[1] + ordered[2]) / 2
+    torch.testing.assert_close(aggregate(four, "median").tensors["w"], middle)
+    # Too few results to drop any: the trimmed mean is the mean.
+    torch.testing.assert_close(
+        aggregate(results[:2], "trimmed_mean").tensors["w"], aggregate(results[:2]).tensors["w"]
+    )
+
+
+def test_multi_krum_leaves_out_the_scaled_and_the_flipped_result() -> None:
+    for poison in (1000.0, -1.0):
+        results = _random_results(5, seed=1)
+        common = torch.randn(7, 3, generator=torch.Generator().manual_seed(9)) * 3
+        for r in results:  # honest results share a direction, as gradients of one W_t do
+            r.tensors["w"] += common
+        results[2].tensors = {k: v * poison for k, v in results[2].tensors.items()}
+        honest = [r for i, r in enumerate(results) if i != 2]
+        combined = aggregate(results, "multi_krum", 0.2)
+        expected = aggregate(honest)
+        assert combined.num_results == 4
+        torch.testing.assert_close(combined.tensors["w"], expected.tensors["w"])
+        torch.testing.assert_close(combined.buffers["b"], expected.buffers["b"])

@@ -69,7 +69,10 @@ def test_micro_batches_of_a_unit_equal_units_of_a_micro_batch(config, weights, i
         ]
         combined = aggregate(halves)
         for name, tensor in whole.tensors.items():
-            torch.testing.assert_close(combined.tensors[name], tensor, rtol=1e-5, atol=1e-8)
+            # The same sums in another order: float rounding, bounded per tensor (one
+            # element in 3,072 can still differ by 3e-5 relative on some CPUs).
+            error = float((combined.tensors[name] - tensor).norm() / tensor.norm())
+            assert error <= 1e-6, f"{name}: relative difference {error:.2e}"
         for name, tensor in whole.buffers.items():
             torch.testing.assert_close(combined.buffers[name], tensor, rtol=1e-6, atol=1e-7)
 

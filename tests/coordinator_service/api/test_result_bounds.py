@@ -136,11 +136,14 @@ def test_simultaneous_repeats_of_one_upload_all_get_its_answer(
         barrier = threading.Barrier(len(clients))
         answers: list[httpx.Response] = []
 
-        def post(client: httpx.Client) -> None:
+        def post(client: httpx.Client, unit: WorkUnit, body: bytes,
+                 barrier: threading.Barrier, answers: list[httpx.Response]) -> None:  # fmt: skip
             barrier.wait()
             answers.append(upload(client, unit, body))
 
-        threads = [threading.Thread(target=post, args=(c,)) for c in clients]
+        threads = [
+            threading.Thread(target=post, args=(c, unit, body, barrier, answers)) for c in clients
+        ]
         for t in threads:
             t.start()
         for t in threads:
