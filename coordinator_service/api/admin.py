@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from fastapi import APIRouter, status
 from pydantic import ValidationError
@@ -15,6 +14,7 @@ from coordinator_service.datasets.catalog import datasets_root
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.errors import CoordinatorError
+from coordinator_service.join_codes import new_join_code
 from coordinator_service.training import engine
 from coordinator_service.training.planner import plan_epoch
 from coordinator_service.training.presets import resolve
@@ -22,9 +22,6 @@ from coordinator_service.weights_cache import CachedWeights
 from shared.protocol import JoinCodeResponse, RevokeResponse, RunStartRequest, RunSummary
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-WORDS = ("otter", "lynx", "heron", "maple", "comet", "delta", "ember", "fjord", "gecko", "koala")
-
 
 @router.post(
     "/runs",
@@ -88,8 +85,10 @@ async def join_code(_: AdminDep, conn: ConnDep) -> JoinCodeResponse:
 
 @router.post("/join-code/rotate", responses=errors(*ADMIN_AUTH))
 async def rotate_join_code(_: AdminDep, conn: ConnDep) -> JoinCodeResponse:
-    """A fresh join code; the old one stops working (registered workers keep their tokens)."""
-    code = f"{secrets.choice(WORDS)}-{secrets.choice(WORDS)}-{secrets.randbelow(10_000):04d}"
+    """A fresh join code of 60 bits, e.g. ``k7q2-m9xd-4hpt`` (coordinator_service.join_codes:
+    about 1.8e10 years to guess at the registration limit); the old one stops working
+    (registered workers keep their tokens)."""
+    code = new_join_code()
     return JoinCodeResponse(join_code=await WorkersRepo(conn).rotate_join_code(code=code))
 
 
