@@ -21,6 +21,7 @@ from coordinator_service.api import (
     workers,
 )
 from coordinator_service.api import errors as error_handlers
+from coordinator_service.api import responses as error_docs
 from coordinator_service.api.deps import CoordinatorState, StateDep
 from coordinator_service.db.pool import check_schema, create_pool
 from coordinator_service.db.workers import WorkersRepo
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     error_handlers.install(app)
+    error_docs.install(app)  # /openapi.json documents what those handlers send
     api = APIRouter(prefix=API_PREFIX)
     for module in (workers, work_units, weights, dataset, progress, dashboard, admin):
         api.include_router(module.router)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 from pydantic import ValidationError
 
 from coordinator_service.api.deps import AdminDep, ConnDep, StateDep
+from coordinator_service.api.params import WorkerIdPath
 from coordinator_service.api.responses import ADMIN_AUTH, errors
 from coordinator_service.datasets.binding import bind_dataset
 from coordinator_service.datasets.catalog import datasets_root
@@ -93,7 +94,7 @@ async def rotate_join_code(_: AdminDep, conn: ConnDep) -> JoinCodeResponse:
 
 
 @router.post("/workers/{worker_id}/revoke", responses=errors(*ADMIN_AUTH, "unknown_worker"))
-async def revoke_worker(worker_id: int, _: AdminDep, conn: ConnDep) -> RevokeResponse:
+async def revoke_worker(worker_id: WorkerIdPath, _: AdminDep, conn: ConnDep) -> RevokeResponse:
     """Shut a worker out: 403 from now on, its leases ended, its unconsumed results dropped."""
     revoked = await WorkersRepo(conn).revoke(worker_id=worker_id)
     if revoked is None:

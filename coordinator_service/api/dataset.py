@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 
 from coordinator_service.api.convert import dataset_info
 from coordinator_service.api.deps import ConnDep, ReaderDep, StateDep
+from coordinator_service.api.params import ShardPath
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.datasets.catalog import CatalogEntry, datasets_root, open_dataset
 from coordinator_service.db.models import Run
@@ -68,7 +69,7 @@ async def dataset(_reader: ReaderDep, conn: ConnDep, state: StateDep) -> Dataset
     },
 )
 async def shard(
-    k: int,
+    k: ShardPath,
     _reader: ReaderDep,
     conn: ConnDep,
     state: StateDep,

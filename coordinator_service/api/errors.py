@@ -39,6 +39,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not parse (e.g. JSON not in UTF-8)
+            message = CATALOGUE["invalid_request"].message
+            return _error(422, f"{message} {exc.detail}", "invalid_request")
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         response = _error(exc.status_code, str(exc.detail), code)
         if exc.headers:

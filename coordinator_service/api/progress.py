@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from coordinator_service.api.deps import ConnDep
+from coordinator_service.api.params import IterationPath, RunIdPath, RunIdQuery, SinceQuery
 from coordinator_service.api.responses import errors
 from coordinator_service.db.models import Run
 from coordinator_service.db.runs import RunsRepo
@@ -18,8 +17,6 @@ from coordinator_service.errors import CoordinatorError
 from shared.protocol import HistoryEntry, RunSummary
 
 router = APIRouter(tags=["progress"])
-
-RunQuery = Annotated[int | None, Query(description="run id; default: the current run")]
 
 
 async def _run(conn: ConnDep, run_id: int | None) -> Run:
@@ -32,7 +29,7 @@ async def _run(conn: ConnDep, run_id: int | None) -> Run:
 
 @router.get("/history", responses=errors("no_run", "unknown_run"))
 async def history(
-    conn: ConnDep, run_id: RunQuery = None, since: Annotated[int, Query(ge=0)] = 0
+    conn: ConnDep, run_id: RunIdQuery = None, since: SinceQuery = 0
 ) -> list[HistoryEntry]:
     """One entry per optimizer step: losses, D accuracies, workers, images."""
     run = await _run(conn, run_id)
@@ -44,7 +41,7 @@ async def history(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **errors("no_run", "unknown_sample")},
 )
-async def sample(iteration: int, conn: ConnDep, run_id: RunQuery = None) -> Response:
+async def sample(iteration: IterationPath, conn: ConnDep, run_id: RunIdQuery = None) -> Response:
     """The fixed-noise sample grid G produced after ``iteration`` steps."""
     run = await _run(conn, run_id)
     png = await StatesRepo(conn).sample_png(run_id=run.run_id, iteration=iteration)
@@ -60,7 +57,7 @@ async def sample(iteration: int, conn: ConnDep, run_id: RunQuery = None) -> Resp
         **errors("no_run", "unknown_run"),
     },
 )
-async def sample_list(conn: ConnDep, run_id: RunQuery = None) -> list[int]:
+async def sample_list(conn: ConnDep, run_id: RunIdQuery = None) -> list[int]:
     """Iterations that have a sample grid."""
     run = await _run(conn, run_id)
     return await StatesRepo(conn).sample_iterations(run_id=run.run_id)
@@ -73,6 +70,6 @@ async def runs(conn: ConnDep) -> list[RunSummary]:
 
 
 @router.get("/runs/{run_id}", responses=errors("unknown_run"))
-async def run_detail(run_id: int, conn: ConnDep) -> RunSummary:
+async def run_detail(run_id: RunIdPath, conn: ConnDep) -> RunSummary:
     """One run's config and position."""
     return (await _run(conn, run_id)).summary()

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 
 from coordinator_service.api.convert import weights_url
 from coordinator_service.api.deps import ReaderDep, StateDep
+from coordinator_service.api.params import IterationPath, RunIdQuery
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.db.models import Run
 from coordinator_service.db.runs import RunsRepo
@@ -23,7 +24,6 @@ from shared.codec import select_snapshot
 
 router = APIRouter(tags=["weights"])
 
-RunQuery = Annotated[int | None, Query(description="run id; default: the current run")]
 NetworksQuery = Annotated[
     list[Literal["generator", "discriminator"]] | None,
     Query(
@@ -51,7 +51,7 @@ async def _run(state: StateDep, run_id: int | None) -> Run:
                **errors(*WORKER_AUTH, "no_run", "unknown_run")},
 )
 async def current_weights(
-    _reader: ReaderDep, state: StateDep, run_id: RunQuery = None
+    _reader: ReaderDep, state: StateDep, run_id: RunIdQuery = None
 ) -> RedirectResponse:
     """Where the newest weights are: a redirect, never cached, to an immutable URL."""
     run = await _run(state, run_id)
@@ -71,10 +71,10 @@ async def current_weights(
     },
 )
 async def weights(
-    iteration: int,
+    iteration: IterationPath,
     _reader: ReaderDep,
     state: StateDep,
-    run_id: RunQuery = None,
+    run_id: RunIdQuery = None,
     networks: NetworksQuery = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:

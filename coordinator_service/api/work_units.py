@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
 from coordinator_service.api.convert import work_unit
 from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep
+from coordinator_service.api.params import UnitIdPath
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.db.leases import LeasesRepo
 from coordinator_service.db.models import AcceptedResult, ResultMetrics
@@ -134,7 +135,7 @@ def _answer(accepted: AcceptedResult, *, duplicate: bool) -> ResultResponse:
     },
 )
 async def upload_result(
-    unit_id: int, request: Request, worker: WorkerDep, state: StateDep, lease_id: LeaseHeader
+    unit_id: UnitIdPath, request: Request, worker: WorkerDep, state: StateDep, lease_id: LeaseHeader
 ) -> ResultResponse:
     """Upload a unit's result (of the run's kind); the first valid result for a unit wins."""
     try:
@@ -203,7 +204,7 @@ async def _upload_result(
     responses=errors(*WORKER_AUTH, "unknown_unit", "lease_lost"),
 )
 async def release(
-    unit_id: int, worker: WorkerDep, conn: ConnDep, lease_id: LeaseHeader
+    unit_id: UnitIdPath, worker: WorkerDep, conn: ConnDep, lease_id: LeaseHeader
 ) -> ReleaseResponse:
     """Give a lease back (a worker quitting mid-unit): the unit returns to the pool now."""
     repo = LeasesRepo(conn)

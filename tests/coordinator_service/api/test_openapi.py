@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from coordinator_service.errors import CATALOGUE
 from tests.conftest import RunningCoordinator
 
 
@@ -34,3 +35,34 @@ def test_errors_share_one_json_shape(coordinator: RunningCoordinator) -> None:
         assert set(response.json()) == {"detail", "code"}
     assert client.get(coordinator.url + "/healthz").json() == {"status": "ok"}
     assert "gan_claims" in client.get(coordinator.url + "/metrics").text
+
+
+def test_every_error_documented_is_the_error_body_sent(coordinator: RunningCoordinator) -> None:
+    """No operation documents FastAPI's HTTPValidationError: the app never sends it.
+
+    Each operation that validates parameters or a body documents 422 ``invalid_request``
+    as an ErrorResponse, each documents the generic 500, and integer parameters carry
+    their columns' bounds, so a client (or a fuzzer) knows what is refused before asking.
+    """
+    schema = coordinator.client().get(coordinator.url + "/openapi.json").json()
+    assert not {"HTTPValidationError", "ValidationError"} & schema["components"]["schemas"].keys()
+    operations = [op for item in schema["paths"].values() for op in item.values()]
+    error_statuses = {str(entry.status) for entry in CATALOGUE.values()}
+    for operation in operations:
+        responses = operation["responses"]
+        for status, response in responses.items():
+            if status in error_statuses:
+                assert response["content"]["application/json"]["schema"]["$ref"].endswith(
+                    "/ErrorResponse"
+                ), (operation["operationId"], status)
+        assert "`internal_error`" in responses["500"]["description"]
+        if "parameters" in operation or "requestBody" in operation:
+            assert "`invalid_request`" in responses["422"]["description"], operation["operationId"]
+    result = schema["paths"]["/api/v1/work-units/{unit_id}/result"]["post"]["responses"]["422"]
+    assert "`invalid_result`" in result["description"]  # the route's own 422 keeps its code
+    assert "`invalid_request`" in result["description"]
+    weights = schema["paths"]["/api/v1/weights/{iteration}"]["get"]["parameters"]
+    bounds = {p["name"]: p["schema"] for p in weights}
+    assert (bounds["iteration"]["minimum"], bounds["iteration"]["maximum"]) == (0, 2**31 - 1)
+    run_id = next(s for s in bounds["run_id"]["anyOf"] if s.get("type") == "integer")
+    assert (run_id["minimum"], run_id["maximum"]) == (1, 2**63 - 1)
