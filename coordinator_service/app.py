@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator_service.api import (
@@ -24,6 +24,7 @@ from coordinator_service.api import errors as error_handlers
 from coordinator_service.api import responses as error_docs
 from coordinator_service.api.deps import CoordinatorState, StateDep
 from coordinator_service.db.pool import check_schema, create_pool
+from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.metrics import Metrics
 from coordinator_service.settings import Settings
@@ -93,12 +94,18 @@ def create_app(settings: Settings) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz(state: StateDep) -> dict[str, str]:
-        """Liveness and database reachability."""
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        responses={503: {"description": "Training is stuck: the body's ``problem`` says why"}},
+    )
+    async def healthz(state: StateDep) -> Response:
+        """Liveness, database reachability and whether the live run can advance."""
         async with state.pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-        return {"status": "ok"}
+            run = await RunsRepo(conn).live()
+        if run is not None and run.problem is not None:
+            return JSONResponse({"status": "degraded", "problem": run.problem}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics(state: StateDep) -> Response:

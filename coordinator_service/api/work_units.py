@@ -20,7 +20,8 @@ from coordinator_service.db.runs import RunsRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.publications import wait_for
 from coordinator_service.training import engine
-from shared.codec import CodecError, decode_result
+from coordinator_service.training.result_bounds import HISTORY, result_norms, result_problem
+from shared.codec import CodecError
 from shared.protocol import (
     LEASE_HEADER,
     MAX_CLAIM_WAIT,
@@ -122,7 +123,7 @@ def _answer(accepted: AcceptedResult, *, duplicate: bool) -> ResultResponse:
     "/work-units/{unit_id}/result",
     responses=errors(
         *WORKER_AUTH, "unknown_unit", "lease_lost", "lease_expired", "stale_iteration",
-        "unit_completed", "result_too_large", "invalid_result",
+        "unit_completed", "result_too_large", "invalid_result", "result_out_of_bounds",
     ),  # fmt: skip
     openapi_extra={
         "requestBody": {
@@ -168,9 +169,8 @@ async def _upload_result(
             lease.status, "stale_iteration" if lease.iteration != run.iteration else "lease_lost"
         )
         raise CoordinatorError(code)
-    layout = engine.result_layout(run.config, lease.iteration)
     try:
-        result = await asyncio.to_thread(decode_result, body, layout)
+        result = await asyncio.to_thread(engine.decode, body, run.config, lease.iteration)
     except CodecError as exc:
         raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
     if result.iteration != lease.iteration:
@@ -182,6 +182,17 @@ async def _upload_result(
     problem = engine.count_problem(result, run.config, lease.num_images)
     if problem is not None:
         raise CoordinatorError("invalid_result", f"The result says {problem}.")
+    norms = await asyncio.to_thread(result_norms, result)
+    async with state.pool.acquire() as conn:
+        recent = await ResultsRepo(conn).recent_norms(
+            run_id=run.run_id, kind=result.kind, limit=HISTORY
+        )
+    problem = await asyncio.to_thread(
+        result_problem, result, norms, recent,
+        max_abs=state.settings.result_max_abs, norm_ratio=state.settings.result_norm_ratio,
+    )  # fmt: skip
+    if problem is not None:
+        raise CoordinatorError("result_out_of_bounds", f"The result was refused: {problem}.")
     async with state.pool.acquire() as conn:
         accepted = await ResultsRepo(conn).accept(
             lease_id=lease_key,
@@ -189,8 +200,11 @@ async def _upload_result(
             kind=result.kind,
             num_samples=result.num_samples,
             body=body,
+            norms=norms,
             metrics=ResultMetrics(**vars(result.metrics)),
         )
+    if accepted.duplicate:  # a simultaneous repeat of the upload that was accepted
+        return _answer(accepted, duplicate=True)
     state.metrics.results.labels("accepted").inc()
     state.metrics.result_bytes.inc(len(body))
     state.hand_to_aggregator(
