@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local copy of the dataset's shards (a folder with manifest.json): no "
         "downloads (default: download from the coordinator)",
     )
+    p.add_argument(
+        "--allow-insecure-http", dest="allow_insecure_http", action="store_true",
+        help="allow a plain http:// --url to another machine; the worker token then crosses "
+        "the network unencrypted (default: only https, or http to this machine)",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="debug output and every request")
     complete_help(p, {name: field.default for name, field in WorkerSettings.model_fields.items()})
     return p
@@ -151,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (FileNotFoundError, ValueError) as exc:  # a missing or unreadable config file
         print(f"gan-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = settings.insecure_http_problem()
+    if problem:  # checked before any request: the token must not leave in clear even once
+        print(f"gan-worker: {problem}", file=sys.stderr)
         return EXIT_USAGE
     from worker_client.report import setup_logging
 

@@ -8,10 +8,12 @@ order gives the precedence. The YAML file's path is itself a setting (``--config
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -50,6 +52,11 @@ class WorkerSettings(BaseSettings):
     max_units: int | None = Field(default=None, ge=1, description="stop after this many units")
     state_dir: Path | None = Field(default=None, description="where the worker token is kept")
     verbose: bool = False
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="allow a plain http:// URL to a host that is not this machine (the "
+        "worker token then crosses the network unencrypted); loopback needs no flag",
+    )
     progress: bool = Field(default=True, description="show a progress bar per unit")
     torch_threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
     heartbeat_interval: float = Field(default=15.0, gt=0, description="longest heartbeat gap (s)")
@@ -101,6 +108,20 @@ class WorkerSettings(BaseSettings):
             return value
         raise ValueError("must be auto, cpu, cuda, cuda:N (e.g. cuda:0) or mps")
 
+    def insecure_http_problem(self) -> str | None:
+        """Why this URL may not be used as it is, or None: plain http to another host
+        carries the bearer token in clear, so it takes --allow-insecure-http."""
+        parts = urlsplit(self.url)
+        if parts.scheme != "http" or self.allow_insecure_http or is_loopback(parts.hostname):
+            return None
+        return (
+            f"{self.url} is plain http to another machine: your worker token would cross the "
+            "network unencrypted. Use the coordinator's https:// address (with --ca-bundle "
+            "ca.pem if your instructor gave you one), or, on a classroom network you trust, "
+            f"run again with --allow-insecure-http (or allow_insecure_http: true in "
+            f"config.yaml, or {ENV_PREFIX}ALLOW_INSECURE_HTTP=1)"
+        )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -122,3 +143,16 @@ class WorkerSettings(BaseSettings):
                 raise FileNotFoundError(f"config file {path} does not exist")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` (and ``*.localhost``), 127.0.0.0/8 or ::1: traffic that never leaves."""
+    if not host:
+        return False
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
