@@ -79,6 +79,12 @@ class HeartbeatResponse(_Model):
     worker_id: int
     leases_extended: int
     lease_deadline: datetime | None
+    lease_seconds_left: float | None = Field(
+        default=None,
+        description="seconds until lease_deadline by the coordinator's clock: a worker paces "
+        "its heartbeats by this duration and its own monotonic clock, never by comparing "
+        "its wall clock with lease_deadline",
+    )
 
 
 class ModelSpecInfo(_Model):
@@ -139,7 +145,7 @@ class WorkUnit(_Model):
                 {
                     "unit_id": 17, "lease_id": "0b7e4c2a-5f7d-4d0e-9a51-2b8c0f7f1e3d",
                     "iteration": 5, "epoch": 0, "image_indices": [3, 8, 21],
-                    "lease_deadline": "2026-11-21T09:35:00Z",
+                    "lease_deadline": "2026-11-21T09:35:00Z", "lease_seconds_left": 300.0,
                     "weights_url": "/api/v1/weights/5?run_id=1", "is_backup": False,
                     "run": {
                         "run_id": 1, "seed": 0,
@@ -164,6 +170,11 @@ class WorkUnit(_Model):
     epoch: int
     image_indices: list[int]
     lease_deadline: datetime
+    lease_seconds_left: float = Field(
+        description="seconds until lease_deadline by the coordinator's clock when it granted "
+        "the lease (a duration: the worker's clock need not agree with the coordinator's)",
+        examples=[300.0],
+    )
     weights_url: str = Field(examples=["/api/v1/weights/5"])
     is_backup: bool = False
     run: RunInfo

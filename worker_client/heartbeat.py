@@ -1,14 +1,21 @@
-"""A background thread that keeps the current lease alive during a long unit."""
+"""A background thread that keeps the current lease alive during a long unit.
+
+The pace comes from durations the coordinator states (``lease_seconds_left`` in the
+claim's WorkUnit and in every HeartbeatResponse), counted down on this process's own
+monotonic clock. It never compares this machine's wall clock with the coordinator's
+``lease_deadline``: a laptop whose clock is ahead by more than a lease would otherwise
+think every lease already expired and beat every half second.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from shared.protocol import HeartbeatResponse
-from worker_client.errors import WorkerError
+from worker_client.errors import RateLimited, WorkerError
 
 log = logging.getLogger("worker_client")
 
@@ -16,12 +23,18 @@ MIN_INTERVAL = 0.5
 
 
 class Heartbeat:
-    """Beats while a lease is held: every third of the time left, at most ``max_interval``."""
+    """Beats while a lease is held: every third of the time left, at most ``max_interval``.
 
-    def __init__(self, beat: Callable[[], HeartbeatResponse], max_interval: float) -> None:
+    ``clock`` is any clock whose differences are seconds (monotonic by default; tests
+    pass a skewed one to show that only differences count).
+    """
+
+    def __init__(self, beat: Callable[[], HeartbeatResponse], max_interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self._beat = beat
         self._max_interval = max_interval
-        self._deadline: datetime | None = None
+        self._clock = clock
+        self._deadline: float | None = None  # on self._clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
@@ -39,10 +52,10 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def hold(self, deadline: datetime) -> None:
-        """A lease with this deadline is now held: start beating."""
+    def hold(self, seconds_left: float) -> None:
+        """A lease with ``seconds_left`` (as the coordinator said) is now held: start beating."""
         with self._lock:
-            self._deadline = deadline
+            self._deadline = self._clock() + seconds_left
         self._wake.set()
 
     def drop(self) -> None:
@@ -50,16 +63,13 @@ class Heartbeat:
         with self._lock:
             self._deadline = None
 
-    def interval(self, now: datetime | None = None) -> float | None:
+    def interval(self) -> float | None:
         """Seconds until the next beat, or None while no lease is held."""
         with self._lock:
             deadline = self._deadline
         if deadline is None:
             return None
-        now = now or datetime.now(timezone.utc)
-        if deadline.tzinfo is None:
-            deadline = deadline.replace(tzinfo=timezone.utc)
-        left = (deadline - now).total_seconds()
+        left = deadline - self._clock()
         return max(MIN_INTERVAL, min(self._max_interval, left / 3))
 
     def _run(self) -> None:
@@ -69,24 +79,30 @@ class Heartbeat:
             # Woken by hold() or stop(): a fresh lease needs no beat yet; just re-time.
             if woken or self._stopped or self.interval() is None:
                 continue
+            sent = self._clock()
             try:
                 answer = self._beat()
             except WorkerError as exc:  # the main loop reports outages and auth problems
                 log.debug("heartbeat failed: %s", exc)
-                self._pause_after_failure()
+                self._pause_after_failure(exc)
                 continue
-            except Exception:  # never let a surprise kill the thread: the lease would lapse
+            except Exception as exc:  # never let a surprise kill the thread: the lease would lapse
                 log.exception("heartbeat failed unexpectedly")
-                self._pause_after_failure()
+                self._pause_after_failure(exc)
                 continue
             self.beats += 1
             with self._lock:
-                if self._deadline is not None and answer.lease_deadline is not None:
-                    self._deadline = answer.lease_deadline
+                if self._deadline is not None and answer.lease_seconds_left is not None:
+                    # Counted from when the beat was sent: the answer's travel time only
+                    # makes the worker beat a little early, never late.
+                    self._deadline = sent + answer.lease_seconds_left
             log.debug("heartbeat: %d lease(s) extended", answer.leases_extended)
 
-    def _pause_after_failure(self) -> None:
+    def _pause_after_failure(self, exc: BaseException) -> None:
         # Past the deadline the interval is MIN_INTERVAL: do not hammer a coordinator that
-        # is down; the main loop's own retries report the outage.
-        self._wake.wait(min(self._max_interval, 2.0))
+        # is down (the main loop's own retries report the outage), nor one that asked to wait.
+        pause = min(self._max_interval, 2.0)
+        if isinstance(exc, RateLimited):
+            pause = max(pause, exc.retry_after)
+        self._wake.wait(pause)
         self._wake.clear()

@@ -218,7 +218,7 @@ class Worker:
         n = len(unit.image_indices)
         self.current = unit
         self.stop.busy = True
-        self.heartbeat.hold(unit.lease_deadline)
+        self.heartbeat.hold(unit.lease_seconds_left)
         try:
             backup = " [backup copy]" if unit.is_backup else ""
             log.info(

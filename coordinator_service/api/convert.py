@@ -55,6 +55,7 @@ def work_unit(run: Run, unit: LeasedUnit) -> WorkUnit:
         epoch=unit.epoch,
         image_indices=unit.image_indices,
         lease_deadline=unit.deadline,
+        lease_seconds_left=unit.seconds_left,
         weights_url=weights_url(run.run_id, unit.iteration),
         is_backup=unit.is_backup,
         run=run_info(run),

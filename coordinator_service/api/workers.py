@@ -58,8 +58,11 @@ async def whoami(worker: WorkerDep) -> WorkerInfo:
 @router.post("/workers/me/heartbeat", responses=errors(*WORKER_AUTH))
 async def heartbeat(worker: WorkerDep, conn: ConnDep) -> HeartbeatResponse:
     """I am alive: every active lease of this worker gets a new deadline."""
-    extended, deadline = await LeasesRepo(conn).heartbeat(worker_id=worker.worker_id)
+    extended, deadline, seconds_left = await LeasesRepo(conn).heartbeat(
+        worker_id=worker.worker_id
+    )
     lease_deadline: datetime | None = deadline
     return HeartbeatResponse(
-        worker_id=worker.worker_id, leases_extended=extended, lease_deadline=lease_deadline
-    )
+        worker_id=worker.worker_id, leases_extended=extended, lease_deadline=lease_deadline,
+        lease_seconds_left=seconds_left,
+    )  # fmt: skip

@@ -32,9 +32,11 @@ WITH picked AS (
 ), lease AS (
     INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
     SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM picked
-    RETURNING lease_id, unit_id, iteration, deadline, is_backup
+    RETURNING lease_id, unit_id, iteration, deadline, is_backup,
+              extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
 )
-SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, p.epoch, p.image_indices
+SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, l.seconds_left,
+       p.epoch, p.image_indices
 FROM lease l JOIN picked p USING (unit_id)
 """
 # Both forms walk a partial index in unit order and stop at the first unlocked row.
@@ -162,7 +164,8 @@ class LeasesRepo:
         lease = await self.conn.fetchrow(
             "INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, is_backup) "
             "VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), true) "
-            "RETURNING lease_id, unit_id, iteration, deadline, is_backup",
+            "RETURNING lease_id, unit_id, iteration, deadline, is_backup, "
+            "extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left",
             unit["unit_id"],
             worker_id,
             run.run_id,
@@ -184,8 +187,12 @@ class LeasesRepo:
             await return_to_pool(self.conn, [r["unit_id"] for r in rows])
         return len(rows)
 
-    async def heartbeat(self, *, worker_id: int) -> tuple[int, datetime | None]:
-        """Extend every active lease of the worker by its run's lease time."""
+    async def heartbeat(
+        self, *, worker_id: int
+    ) -> tuple[int, datetime | None, float | None]:
+        """Extend every active lease of the worker by its run's lease time: how many, the
+        latest new deadline, and its seconds left by the database's clock (what the worker
+        paces by, so that its own clock never needs to agree with this one)."""
         # Leases before the worker row: the order a result upload locks them in, so a
         # heartbeat racing its own worker's upload cannot deadlock.
         async with self.conn.transaction():
@@ -193,14 +200,17 @@ class LeasesRepo:
                 "UPDATE leases l SET deadline = now() + make_interval(secs => "
                 "(r.config->>'lease_seconds')::double precision) FROM runs r "
                 "WHERE l.worker_id = $1 AND l.status = 'active' AND r.run_id = l.run_id "
-                "AND l.deadline >= now() RETURNING l.deadline",
+                "AND l.deadline >= now() RETURNING l.deadline, "
+                "extract(epoch FROM l.deadline - clock_timestamp())::double precision "
+                "AS seconds_left",
                 worker_id,
             )
             await self.conn.execute(
                 "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
             )
         deadline = max((r["deadline"] for r in rows), default=None)
-        return len(rows), deadline
+        seconds_left = max((r["seconds_left"] for r in rows), default=None)
+        return len(rows), deadline, seconds_left
 
     async def get(self, *, lease_id: UUID) -> Lease | None:
         record = await self.conn.fetchrow(

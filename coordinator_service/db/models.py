@@ -58,6 +58,7 @@ class LeasedUnit(_Row):
     epoch: int
     image_indices: list[int]
     deadline: datetime
+    seconds_left: float  # deadline minus the database's clock when the lease was granted
     is_backup: bool
 
 

@@ -92,6 +92,7 @@ class FakeCoordinator:
                     "worker_id": self.tokens[token],
                     "leases_extended": 1,
                     "lease_deadline": deadline.isoformat(),
+                    "lease_seconds_left": self.lease_seconds,
                 },
             )
         if path == "/api/v1/work-units/claim":
@@ -140,6 +141,7 @@ class FakeCoordinator:
             epoch=0,
             image_indices=indices,
             lease_deadline=datetime.now(timezone.utc) + timedelta(seconds=self.lease_seconds),
+            lease_seconds_left=self.lease_seconds,
             weights_url=f"/api/v1/weights/{iteration}",
             run=run_info(),
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import stat
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -112,18 +111,22 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
         Backoff(0, 1)
 
 
-def test_heartbeat_pace_follows_the_lease_deadline():
-    beat = Heartbeat(lambda: None, max_interval=15.0)  # type: ignore[arg-type, return-value]
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    assert beat.interval(now) is None  # no lease, no beats
-    beat.hold(now + timedelta(seconds=300))
-    assert beat.interval(now) == 15.0
-    beat.hold(now + timedelta(seconds=6))
-    assert beat.interval(now) == 2.0
-    beat.hold(now - timedelta(seconds=5))
-    assert beat.interval(now) == MIN_INTERVAL
+def test_heartbeat_pace_follows_the_seconds_the_coordinator_stated():
+    clock = [1_000_000.0]  # any origin: only differences count
+    beat = Heartbeat(
+        lambda: None, max_interval=15.0, clock=lambda: clock[0]  # type: ignore[arg-type, return-value]
+    )
+    assert beat.interval() is None  # no lease, no beats
+    beat.hold(300)
+    assert beat.interval() == 15.0
+    beat.hold(6)
+    assert beat.interval() == 2.0
+    clock[0] += 3
+    assert beat.interval() == 1.0  # 3 s left on this machine's own clock
+    clock[0] += 10
+    assert beat.interval() == MIN_INTERVAL  # past the lease: beat soon, not never
     beat.drop()
-    assert beat.interval(now) is None
+    assert beat.interval() is None
 
 
 def test_heartbeat_thread_waits_a_third_of_the_lease_before_beating():
@@ -136,13 +139,14 @@ def test_heartbeat_thread_waits_a_third_of_the_lease_before_beating():
     def beat():
         beats.append(time.monotonic())
         beaten.set()
-        return HeartbeatResponse(worker_id=1, leases_extended=1, lease_deadline=None)
+        return HeartbeatResponse(worker_id=1, leases_extended=1, lease_deadline=None,
+                                 lease_seconds_left=60.0)  # fmt: skip
 
     heartbeat = Heartbeat(beat, max_interval=0.3)
     heartbeat.start()
     try:
         held = time.monotonic()
-        heartbeat.hold(datetime.now(timezone.utc) + timedelta(seconds=60))
+        heartbeat.hold(60.0)
         assert beaten.wait(5)
         # No beat at the moment a lease is taken (it would race the unit's own requests).
         assert beats[0] - held >= 0.25
