@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from coordinator_service.api import (
     admin,
@@ -33,6 +35,13 @@ from coordinator_service.weights_cache import WeightsCache
 from shared.protocol import API_PREFIX
 
 log = logging.getLogger(__name__)
+
+
+class Health(BaseModel):
+    """What /healthz answers: load balancers read the status code, people the body."""
+
+    status: Literal["ok", "degraded"]
+    problem: str | None = Field(default=None, description="why training cannot go on")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -97,7 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/healthz",
         tags=["ops"],
-        responses={503: {"description": "Training is stuck: the body's ``problem`` says why"}},
+        responses={
+            200: {"model": Health, "description": "Serving, and the live run (if any) advances"},
+            503: {"model": Health, "description": "Training is stuck: ``problem`` says why"},
+        },
     )
     async def healthz(state: StateDep) -> Response:
         """Liveness, database reachability and whether the live run can advance."""
