@@ -88,6 +88,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "outer_lr": ("outer_lr", float),
     "outer_momentum": ("outer_momentum", float),
     "outer_nesterov": ("outer_nesterov", _yes_no),
+    "inner_optimizer": ("inner_optimizer", str),
 }
 DATASET_OPTIONS = {
     "dataset_size": "size",
@@ -109,11 +110,20 @@ def database(settings: Settings) -> Iterator[tuple[str, bool]]:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from coordinator_service.db import migrations
+    from coordinator_service.db import migrations, roles
 
     with database(settings) as (url, _):
         migrations.upgrade(url, args.revision)
-    print(f"database migrated to {args.revision}")
+        print(f"database migrated to {args.revision}")
+        if settings.app_role:
+            # Every time, not only on a schema change: the grant is idempotent and
+            # covers tables a migration just added (coordinator_service/db/roles.py).
+            try:
+                asyncio.run(roles.grant_app_role(url, role=settings.app_role))
+            except roles.AppRoleError as exc:
+                print(f"gan-coordinator: {exc}", file=sys.stderr)
+                return 2
+            print(f"role {settings.app_role} may use the tables; it cannot change the schema")
     return 0
 
 

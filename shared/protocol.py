@@ -21,6 +21,7 @@ MAX_CLAIM_WAIT = 30.0
 ResultKind = Literal["synchronous", "local_steps"]
 WireDtype = Literal["float32", "float16", "bfloat16"]
 Aggregation = Literal["mean", "trimmed_mean", "median", "multi_krum"]
+InnerOptimizerMode = Literal["per_unit", "per_worker"]
 
 
 class _Model(BaseModel):
@@ -104,6 +105,9 @@ class LocalStepsInfo(_Model):
     inner_lr: float = Field(gt=0)
     inner_beta1: float = Field(ge=0, lt=1)
     inner_beta2: float = Field(ge=0, lt=1)
+    inner_optimizer: InnerOptimizerMode = Field(
+        default="per_unit", description="per_worker: keep the inner Adam across your units"
+    )
 
 
 class DatasetInfo(_Model):
@@ -338,6 +342,12 @@ class RunConfig(_Model):
     outer_nesterov: bool | None = Field(
         default=None, description="local steps: Nesterov momentum (default true)"
     )
+    inner_optimizer: InnerOptimizerMode | None = Field(
+        default=None,
+        description="local steps: per_unit restarts each worker's inner Adam at every unit "
+        "(a unit's result depends on the unit alone); per_worker keeps its moments across "
+        "the worker's units while it runs, as DiLoCo does (default per_unit)",
+    )
 
     @model_validator(mode="after")
     def _local_steps_options(self) -> RunConfig:
@@ -374,6 +384,7 @@ class RunConfig(_Model):
             inner_lr=self.inner_lr,
             inner_beta1=self.inner_beta1,
             inner_beta2=self.inner_beta2,
+            inner_optimizer=self.inner_optimizer or "per_unit",
         )
 
 
@@ -387,6 +398,7 @@ LOCAL_STEPS_DEFAULTS: dict[str, object] = {
     "outer_lr": 0.7,
     "outer_momentum": 0.9,
     "outer_nesterov": True,
+    "inner_optimizer": "per_unit",
 }
 
 

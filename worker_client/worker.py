@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from shared.codec import DTYPE_NAMES, CodecError, encode_result
 from shared.protocol import DatasetInfo, HardwareInfo, ResultResponse, WorkUnit
-from shared.strategies import strategy_for
+from shared.strategies import InnerOptimizer, strategy_for
 from worker_client.api_client import CoordinatorClient
 from worker_client.backoff import Backoff
 from worker_client.errors import (
@@ -77,6 +77,8 @@ class Worker:
         self.heartbeat = Heartbeat(client.heartbeat, settings.heartbeat_interval)
         self.current: WorkUnit | None = None
         self._source: tuple[DatasetInfo, ImageSource] | None = None
+        # The inner Adam of a per_worker local-steps run, for this process's life (per run).
+        self._inner: tuple[int, InnerOptimizer] | None = None
         self.retry = Retrier(
             settings.url,
             stop,
@@ -303,9 +305,16 @@ class Worker:
             result = strategy.compute(
                 generator, discriminator, images, unit.image_indices,
                 version=unit.iteration, on_micro_batch=lambda done: _advance(bar, done),
+                inner=self._inner_optimizer(unit.run.run_id),
             )  # fmt: skip
         log.info("  %s", metrics_line(result.metrics))
         return encode_result(result, DTYPE_NAMES[unit.run.result_dtype])
+
+    def _inner_optimizer(self, run_id: int) -> InnerOptimizer:
+        """This worker's inner optimizer state for the run: fresh for a new run."""
+        if self._inner is None or self._inner[0] != run_id:
+            self._inner = (run_id, InnerOptimizer())
+        return self._inner[1]
 
     def _upload(self, unit: WorkUnit, body: bytes) -> ResultResponse:
         started = time.perf_counter()

@@ -9,11 +9,11 @@ from typing import Any
 
 from shared.aggregation import AdamConfig, OuterConfig
 from shared.protocol import RunConfig, RunInfo
-from shared.strategies.base import Fold, Strategy
+from shared.strategies.base import Fold, InnerOptimizer, Strategy
 from shared.strategies.local_steps import LocalSteps
 from shared.strategies.synchronous import Synchronous
 
-__all__ = ["Fold", "LocalSteps", "Strategy", "Synchronous", "strategy_for"]
+__all__ = ["Fold", "InnerOptimizer", "LocalSteps", "Strategy", "Synchronous", "strategy_for"]
 
 
 def strategy_for(run: RunConfig | RunInfo) -> Strategy:
@@ -34,4 +34,8 @@ def strategy_for(run: RunConfig | RunInfo) -> Strategy:
     if config is not None:  # a local-steps config has every outer option filled in
         assert config.outer_lr is not None and config.outer_momentum is not None
         outer = OuterConfig(config.outer_lr, config.outer_momentum, bool(config.outer_nesterov))
-    return LocalSteps(run.seed, run.batch_size, latent_dim, inner=inner, outer=outer, **robust)
+    keep_inner = info is not None and info.inner_optimizer == "per_worker"
+    return LocalSteps(
+        run.seed, run.batch_size, latent_dim, inner=inner, outer=outer, keep_inner=keep_inner,
+        **robust,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
@@ -31,6 +31,17 @@ class Fold:
     optimizer: OptimizerState
     metrics: UnitMetrics
     num_samples: int
+
+
+@dataclass
+class InnerOptimizer:
+    """A worker's inner Adam state between its units (local steps), kept in memory by
+    the worker for as long as it lives: DiLoCo keeps each worker's inner optimizer
+    across rounds instead of restarting its moments at every unit. ``state`` is None
+    until the first unit; a new or restarted worker starts from None (fresh moments).
+    A unit's result then depends on the worker's earlier units, not only on the unit."""
+
+    state: dict[str, Any] | None = None
 
 
 class Strategy(Protocol):
@@ -82,8 +93,11 @@ class Strategy(Protocol):
         *,
         version: int,
         on_micro_batch: ProgressCallback | None = None,
+        inner: InnerOptimizer | None = None,
     ) -> UnitResult:
-        """A unit's result at the networks' weights (uint8 ``images`` when needed)."""
+        """A unit's result at the networks' weights (uint8 ``images`` when needed);
+        ``inner`` is the worker's optimizer state, used and advanced by the strategies
+        that keep one (local steps with ``inner_optimizer: per_worker``)."""
         ...
 
     def initial_optimizer(self, parameters: dict[str, Tensor]) -> OptimizerState:

@@ -23,7 +23,7 @@ from shared.aggregation import AdamConfig, Method, OuterConfig, aggregate, apply
 from shared.codec import OptimizerState, ResultLayout
 from shared.gan_step import discriminator_phase, generator_phase, micro_batches, to_model_input
 from shared.models import StateSpec, buffer_state, named_parameters
-from shared.strategies.base import Fold, ProgressCallback, check_unit
+from shared.strategies.base import Fold, InnerOptimizer, ProgressCallback, check_unit
 from shared.unit_result import UnitMetrics, UnitResult, image_noise
 
 LOCAL_STEPS = "local_steps"
@@ -40,6 +40,7 @@ class LocalSteps:
     outer: OuterConfig = OuterConfig()
     aggregation: Method = "mean"  # of the weight changes; the others resist outliers
     trim: float = 0.2
+    keep_inner: bool = False  # inner Adam per worker (True) or fresh for every unit
     kind: str = LOCAL_STEPS
     versions_per_iteration: int = 1
 
@@ -80,10 +81,13 @@ class LocalSteps:
         *,
         version: int,
         on_micro_batch: ProgressCallback | None = None,
+        inner: InnerOptimizer | None = None,
     ) -> UnitResult:
         """Train the unit's micro-batches once each and return W_t - W_local.
 
         The networks are left at W_local; reload W_t before computing another unit.
+        With ``keep_inner`` the inner Adam starts from ``inner.state`` (fresh when None)
+        and leaves its state there for the worker's next unit.
         """
         check_unit(images, indices, needs_images=True)
         assert images is not None
@@ -98,6 +102,10 @@ class LocalSteps:
         opt_g = torch.optim.Adam(
             generator.parameters(), lr=self.inner.lr, betas=betas, eps=self.inner.eps
         )
+        kept = inner if self.keep_inner else None
+        if kept is not None and kept.state is not None:
+            opt_d.load_state_dict(kept.state["discriminator"])
+            opt_g.load_state_dict(kept.state["generator"])
         noise = image_noise(self.seed, version, indices, self.latent_dim)
         totals = torch.zeros(4, dtype=torch.float64)
         slices = micro_batches(len(indices), self.batch_size)
@@ -116,6 +124,8 @@ class LocalSteps:
             ) * n  # fmt: skip
             if on_micro_batch is not None:
                 on_micro_batch(n)
+        if kept is not None:
+            kept.state = {"discriminator": opt_d.state_dict(), "generator": opt_g.state_dict()}
         end = named_parameters(generator, discriminator)
         delta = {k: (start[k] - end[k].detach()).cpu() for k in start}
         g_mean, d_mean, real_acc, fake_acc = (totals / len(indices)).tolist()

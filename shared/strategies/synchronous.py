@@ -29,7 +29,7 @@ from shared.aggregation import (
 from shared.codec import OptimizerState, ResultLayout
 from shared.gan_step import PhaseOutput, discriminator_phase, generator_phase, to_model_input
 from shared.models import DISCRIMINATOR, GENERATOR, StateSpec
-from shared.strategies.base import Fold, ProgressCallback, check_unit
+from shared.strategies.base import Fold, InnerOptimizer, ProgressCallback, check_unit
 from shared.unit_result import UnitMetrics, UnitResult, image_noise
 
 D_PHASE = "d_phase"
@@ -95,8 +95,10 @@ class Synchronous:
         *,
         version: int,
         on_micro_batch: ProgressCallback | None = None,
+        inner: InnerOptimizer | None = None,
     ) -> UnitResult:
-        """The phase's gradient over the unit, micro-batches of the run's size, in order."""
+        """The phase's gradient over the unit, micro-batches of the run's size, in order
+        (no optimizer on the worker: ``inner`` is not used)."""
         d_phase = self.is_d_phase(version)
         check_unit(images, indices, needs_images=d_phase)
         device = next(generator.parameters()).device

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from shared.aggregation import OuterConfig, aggregate, apply_deltas, initial_optimizer_state
-from shared.strategies import LocalSteps
+from shared.models import model_state
+from shared.strategies import InnerOptimizer, LocalSteps
 from shared.strategies.local_steps import LOCAL_STEPS
 from shared.unit_result import UnitMetrics, UnitResult, image_noise
-from tests.shared.helpers import networks_at, textbook_dcgan
+from tests.shared.helpers import assert_same_state, networks_at, textbook_dcgan
 
 SEED, VERSION = 9, 2
 
@@ -34,6 +35,37 @@ def test_a_unit_with_plain_outer_sgd_at_lr_1_lands_on_the_textbook_loop(
     expected = textbook_dcgan(config, weights, _batches(images[order], indices, 8))
     for name in expected:  # the weights go W_t - (W_t - W_local): a rounding of W_local
         torch.testing.assert_close(fold.weights[name], expected[name], rtol=1e-6, atol=1e-7)
+
+
+def test_a_kept_inner_adam_makes_a_workers_units_one_textbook_loop(
+    config, weights, images
+) -> None:
+    """Three units of 8 images, micro-batches of 4, the networks left at W_local between
+    them (an outer SGD step of lr 1 without momentum): with ``keep_inner`` that is the
+    textbook loop over all six micro-batches with one Adam; without it, or for a new
+    worker (a fresh InnerOptimizer), each unit restarts Adam's moments and differs."""
+    units = [list(range(start, start + 8)) for start in (0, 8)] + [list(range(8))]
+    keep = LocalSteps(SEED, 4, config.latent_dim, keep_inner=True)
+    nets, inner = networks_at(config, weights), InnerOptimizer()
+    batches = []
+    for version, indices in enumerate(units):
+        keep.compute(*nets, images[indices], indices, version=version, inner=inner)
+        noise = image_noise(SEED, version, indices, config.latent_dim)
+        batches += [(images[indices[i : i + 4]], noise[i : i + 4]) for i in (0, 4)]
+    assert inner.state is not None
+    assert_same_state(model_state(*nets), textbook_dcgan(config, weights, batches))
+
+    fresh = networks_at(config, weights)
+    for version, indices in enumerate(units):  # a new InnerOptimizer for every unit
+        keep.compute(*fresh, images[indices], indices, version=version, inner=InnerOptimizer())
+    per_unit = networks_at(config, weights)
+    for version, indices in enumerate(units):  # the per_unit strategy ignores ``inner``
+        LocalSteps(SEED, 4, config.latent_dim).compute(
+            *per_unit, images[indices], indices, version=version, inner=InnerOptimizer()
+        )
+    assert_same_state(model_state(*fresh), model_state(*per_unit))
+    name = "generator.main.0.weight"
+    assert not torch.equal(model_state(*fresh)[name], model_state(*nets)[name])
 
 
 def test_a_short_last_unit_trains_each_image_once(config, weights, images) -> None:
