@@ -98,9 +98,11 @@ def test_unknown_shard_or_dataset_is_404(served):
     coordinator, manifest, _ = served
     coordinator.start_run(**sharded_run())
     worker = coordinator.client(coordinator.register("ada"))
-    for k in (3, 99, -1):
+    for k in (3, 99):
         answer = worker.get(f"/dataset/shards/{k}")
         assert answer.status_code == 404 and answer.json()["code"] == "unknown_shard", k
+    negative = worker.get("/dataset/shards/-1")  # outside the path's bounds (api/params.py)
+    assert negative.status_code == 422 and negative.json()["code"] == "invalid_request"
     other = worker.get("/dataset/shards/0", params={"dataset_id": "0123456789abcdef"})
     assert other.status_code == 404 and other.json()["code"] == "unknown_dataset"
     assert worker.get("/dataset/shards/x").status_code == 422
