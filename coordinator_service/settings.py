@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("GAN_DATABASE_URL", "DATABASE_URL")
     )
+    # A plain lower-case name: it is spliced into GRANT statements (quoted as well).
+    app_role: str = Field(
+        default="", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
+        description="`gan-coordinator migrate`, run as the schema's owner, grants this "
+        "PostgreSQL role exactly what `serve` needs (rows of the app's tables; no schema "
+        "changes, no TRUNCATE), so the coordinator can connect as it; empty: grant nothing",
+    )  # fmt: skip
     data_dir: Path = Field(default_factory=default_data_dir)
     datasets_dir: Path | None = Field(
         default=None,

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
+import pytest
 
 from shared.codec import encode_result
 from shared.protocol import HardwareInfo
 from tests.conftest import NARROW_RUN
 from tests.coordinator_service.helpers import claim, real_result, upload
 from tests.deploy.compose import ComposeCoordinator, resolved_compose, service_process
+
+
+def assert_serves_as_the_app_role(c: ComposeCoordinator) -> None:
+    """migrate ran as the owner the postgres image made; the coordinator, which just served
+    a whole run, connects as the init script's role, and that role cannot change the schema."""
+    assert urlsplit(c.migrate.env["DATABASE_URL"]).username == c.roles.owner
+    assert urlsplit(c.serve.env["DATABASE_URL"]).username == c.roles.app
+    assert c.migrate.env["GAN_APP_ROLE"] == c.roles.app and "GAN_APP_ROLE" not in c.serve.env
+    assert f"role {c.roles.app} may use the tables" in c.migrate_output
+
+    async def as_the_coordinator() -> None:
+        conn = await asyncpg.connect(c.serve.env["DATABASE_URL"])
+        try:
+            me = await conn.fetchrow(
+                "SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user"
+            )
+            assert me is not None and (me["rolname"], me["rolsuper"]) == (c.roles.app, False)
+            for statement in ("CREATE TABLE intruder (id int)", "DROP TABLE workers",
+                              "ALTER TABLE runs ADD COLUMN intruder int"):  # fmt: skip
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(as_the_coordinator())
 
 
 def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
@@ -73,6 +102,7 @@ def test_compose_coordinator_is_healthy_and_serves_a_round_trip(
     assert (status["run"]["status"], status["run"]["iteration"]) == ("finished", 4)
     names = {e["name"] for e in httpx.get(api + "/leaderboard").json()}
     assert names == {"compose-ada", "demo-0123456789ab"}
+    assert_serves_as_the_app_role(c)
 
 
 def test_compose_migrate_refuses_placeholder_secrets(

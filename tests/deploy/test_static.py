@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import yaml
 
 from tests.conftest import REPO_ROOT
 
@@ -40,7 +41,9 @@ def tool(name: str) -> str:
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run docker-compose on the repo's compose file, with only ``env`` (no .env, no GAN_*)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GAN_", "POSTGRES_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GAN_", "POSTGRES_", "APP_DB_"))
+    }
     clean.update(env or {})
     command = [tool("docker-compose"), "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE)]
     return subprocess.run(
@@ -66,6 +69,40 @@ def test_compose_refuses_to_start_without_secrets() -> None:
     result = compose("config", "-q")
     assert result.returncode != 0
     assert "set POSTGRES_PASSWORD in .env" in result.stderr
+
+
+def test_the_coordinator_needs_its_own_database_password() -> None:
+    # Every secret but the app role's: compose names the missing one.
+    secrets = {"POSTGRES_PASSWORD": "db-secret-1", "GAN_ADMIN_TOKEN": "admin-secret-1",
+               "GAN_JOIN_CODE": "blue-otter-42"}  # fmt: skip
+    result = compose("config", "-q", env=secrets)
+    assert result.returncode != 0
+    assert "set APP_DB_PASSWORD in .env" in result.stderr
+
+
+def test_migrate_owns_the_schema_and_the_coordinator_only_uses_it() -> None:
+    # Least privilege: only migrate connects as the owner (the postgres image's
+    # POSTGRES_USER) and grants the app role; the coordinator connects as the app role,
+    # which the db service's init script creates from APP_DB_USER and APP_DB_PASSWORD.
+    env = {"POSTGRES_PASSWORD": "owner-secret", "APP_DB_PASSWORD": "app-secret",
+           "GAN_ADMIN_TOKEN": "admin-secret-1", "GAN_JOIN_CODE": "blue-otter-42"}  # fmt: skip
+    result = compose("config", env=env)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    db, migrate, serve = (services[s]["environment"] for s in ("db", "migrate", "coordinator"))
+    assert migrate["DATABASE_URL"] == f"postgresql://{db['POSTGRES_USER']}:owner-secret@db:5432/gan"
+    assert migrate["GAN_APP_ROLE"] == db["APP_DB_USER"] != db["POSTGRES_USER"]
+    assert serve["DATABASE_URL"] == f"postgresql://{db['APP_DB_USER']}:app-secret@db:5432/gan"
+    assert "GAN_APP_ROLE" not in serve and db["APP_DB_PASSWORD"] == "app-secret"
+    init = [
+        v for v in services["db"]["volumes"] if v.split(":")[1] == "/docker-entrypoint-initdb.d"
+    ]
+    assert [Path(v.split(":")[0]) for v in init] == [REPO_ROOT / "deploy" / "postgres-init"]
+    scripts = sorted((REPO_ROOT / "deploy" / "postgres-init").glob("*.sh"))
+    assert scripts and all(os.access(s, os.X_OK) for s in scripts)  # the image runs them
+    # Other services never see a database password.
+    for name in ("https", "demo-worker"):
+        assert "DATABASE_URL" not in services.get(name, {}).get("environment", {})
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
