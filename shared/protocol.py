@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 API_PREFIX = "/api/v1"
+# PostgreSQL's text and jsonb cannot hold NUL: such strings are refused with 422, not 500.
+NO_NUL = r"^[^\x00]*$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # and no control characters in names and codes
 LEASE_HEADER = "X-Lease-Id"
 # The longest a claim may wait for work (POST /work-units/claim?wait=): well inside any
 # client's read timeout and any proxy's idle timeout.
@@ -31,12 +34,12 @@ class _Model(BaseModel):
 class HardwareInfo(_Model):
     """What a worker runs on; shown on the leaderboard and summed as cluster resources."""
 
-    hostname: str = Field(default="", max_length=255)
-    platform: str = Field(default="", max_length=255)
-    python_version: str = Field(default="", max_length=64)
-    torch_version: str = Field(default="", max_length=64)
-    device: str = Field(default="cpu", max_length=64, examples=["cuda:0"])
-    device_name: str = Field(default="", max_length=255, examples=["NVIDIA T4"])
+    hostname: str = Field(default="", max_length=255, pattern=NO_NUL)
+    platform: str = Field(default="", max_length=255, pattern=NO_NUL)
+    python_version: str = Field(default="", max_length=64, pattern=NO_NUL)
+    torch_version: str = Field(default="", max_length=64, pattern=NO_NUL)
+    device: str = Field(default="cpu", max_length=64, pattern=NO_NUL, examples=["cuda:0"])
+    device_name: str = Field(default="", max_length=255, pattern=NO_NUL, examples=["NVIDIA T4"])
     cpu_cores: int = Field(default=1, ge=0, le=4096)
     ram_gb: float = Field(default=0.0, ge=0, le=1e6)
     gpu_count: int = Field(default=0, ge=0, le=1024)
@@ -46,8 +49,10 @@ class HardwareInfo(_Model):
 class RegisterRequest(_Model):
     """A student's first call: the class join code and a display name."""
 
-    join_code: str = Field(min_length=1, max_length=128, examples=["blue-otter-42"])
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$", examples=["ada"])
+    join_code: str = Field(
+        min_length=1, max_length=128, pattern=PRINTABLE, examples=["blue-otter-42"]
+    )
+    name: str = Field(min_length=1, max_length=64, pattern=PRINTABLE, examples=["ada"])
     hardware: HardwareInfo = Field(default_factory=HardwareInfo)
 
 
@@ -234,8 +239,10 @@ class ShardedDatasetConfig(_Model):
     """
 
     kind: Literal["sharded"] = "sharded"
-    dataset_id: str = Field(min_length=1, max_length=200, examples=["3f9c0a1b2c3d4e5f"])
-    name: str = Field(default="", max_length=200)
+    dataset_id: str = Field(
+        min_length=1, max_length=200, pattern=PRINTABLE, examples=["3f9c0a1b2c3d4e5f"]
+    )
+    name: str = Field(default="", max_length=200, pattern=NO_NUL)
     size: int = Field(default=1, ge=1, le=100_000_000)
     shard_size: int = Field(default=1000, ge=1)
 

@@ -102,7 +102,10 @@ def test_a_worker_with_only_its_own_dependencies_trains(
     # The instructor's commands that need only HTTP work here too; the server says what
     # to install.
     cli = "from coordinator_service.cli import main; sys.exit(main())"
-    exported = _python(worker_site, cli, "export", "--url", coordinator.url, "-o", "g.st", env=env)
+    exported = _python(
+        worker_site, cli, "export", "--url", coordinator.url, "--admin-token",
+        coordinator.admin_token, "-o", "g.st", env=env,
+    )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert "Wrote the generator of run" in exported.stdout
     serve = _python(worker_site, cli, "serve", env=env | {"GAN_DATA_DIR": str(tmp_path / "d")})

@@ -66,6 +66,14 @@ def test_auth_refusals(coordinator: RunningCoordinator, leased: tuple) -> None:
     assert_refused_unchanged(
         coordinator, lambda: anonymous.post("/workers", json=bad_name), 422, "invalid_request"
     )
+    # PostgreSQL text and jsonb cannot hold NUL: 422, where the fuzzer once found a 500.
+    for nul in ({"join_code": "a\x00b", "name": "mallory"},
+                {"join_code": coordinator.join_code, "name": "eve",
+                 "hardware": {"hostname": "h\x00st"}}):  # fmt: skip
+        assert_refused_unchanged(
+            coordinator, lambda n=nul: anonymous.post("/workers", json=n), 422,
+            "invalid_request",
+        )  # fmt: skip
 
 
 def test_upload_refusals(coordinator: RunningCoordinator, leased: tuple) -> None:
