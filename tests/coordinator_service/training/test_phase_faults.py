@@ -106,7 +106,11 @@ def test_kill_9_between_the_phases_resumes_in_the_g_phase(
     g_bodies = [fake_body(u) for u in g_units]
     for unit, body in zip(g_units, g_bodies, strict=True):
         assert upload(worker, unit, body).status_code == 200
-    served = decode_snapshot(wait_for_version(worker, folded + 1), StateSpec.from_config(NARROW))
+    try:
+        published = wait_for_version(worker, folded + 1)
+    except AssertionError as exc:  # say why: the restarted coordinator's own log
+        raise AssertionError(f"{exc}\n--- restarted coordinator's log:\n{second.log()}") from None
+    served = decode_snapshot(published, StateSpec.from_config(NARROW))
     history = worker.get("/history").json()
     worker.close()
     assert f"replayed versions 1 to {folded} from their results" in second.log()
