@@ -40,8 +40,7 @@ class Aggregate:
     num_results: int
 
 
-Method = Aggregation
-METHODS: tuple[Method, ...] = get_args(Aggregation)
+METHODS: tuple[Aggregation, ...] = get_args(Aggregation)
 
 
 def trimmed_count(num_results: int, trim: float) -> int:
@@ -50,7 +49,7 @@ def trimmed_count(num_results: int, trim: float) -> int:
 
 
 def aggregate(
-    results: Sequence[UnitResult], method: Method = "mean", trim: float = 0.2
+    results: Sequence[UnitResult], method: Aggregation = "mean", trim: float = 0.2
 ) -> Aggregate:
     """Tensors and buffers of results of one kind combined by ``method``; metrics are
     always the sample-weighted mean (they only describe the fold).

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from shared.aggregation import AdamConfig, Method, OuterConfig, aggregate, apply_deltas
+from shared.aggregation import AdamConfig, OuterConfig, aggregate, apply_deltas
 from shared.codec import OptimizerState, ResultLayout
 from shared.gan_step import discriminator_phase, generator_phase, micro_batches, to_model_input
 from shared.models import StateSpec, buffer_state, named_parameters
+from shared.protocol import Aggregation
 from shared.strategies.base import Fold, InnerOptimizer, ProgressCallback, check_unit
 from shared.unit_result import UnitMetrics, UnitResult, image_noise
 
@@ -38,7 +39,7 @@ class LocalSteps:
     latent_dim: int
     inner: AdamConfig = AdamConfig()
     outer: OuterConfig = OuterConfig()
-    aggregation: Method = "mean"  # of the weight changes; the others resist outliers
+    aggregation: Aggregation = "mean"  # of the weight changes; the others resist outliers
     trim: float = 0.2
     keep_inner: bool = False  # inner Adam per worker (True) or fresh for every unit
     kind: str = LOCAL_STEPS

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from shared.aggregation import (
     AdamConfig,
-    Method,
     adam_step,
     aggregate,
     initial_optimizer_state,
@@ -29,6 +28,7 @@ from shared.aggregation import (
 from shared.codec import OptimizerState, ResultLayout
 from shared.gan_step import PhaseOutput, discriminator_phase, generator_phase, to_model_input
 from shared.models import DISCRIMINATOR, GENERATOR, StateSpec
+from shared.protocol import Aggregation
 from shared.strategies.base import Fold, InnerOptimizer, ProgressCallback, check_unit
 from shared.unit_result import UnitMetrics, UnitResult, image_noise
 
@@ -48,7 +48,7 @@ class Synchronous:
     batch_size: int
     latent_dim: int
     adam: AdamConfig = AdamConfig()
-    aggregation: Method = "mean"  # "mean" is DDP's all-reduce; the others resist outliers
+    aggregation: Aggregation = "mean"  # "mean" is DDP's all-reduce; the others resist outliers
     trim: float = 0.2
     kind: str = "synchronous"
     versions_per_iteration: int = 2
