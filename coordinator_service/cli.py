@@ -80,6 +80,8 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "result_dtype": ("result_dtype", str),
     "aggregation": ("aggregation", str),
     "aggregation_trim": ("aggregation_trim", float),
+    "spot_checks": ("spot_check_fraction", float),
+    "spot_check_tolerance": ("spot_check_tolerance", float),
     # local-steps runs (--result-kind local_steps) only
     "inner_steps": ("inner_steps", int),
     "inner_lr": ("inner_lr", float),
@@ -230,8 +232,9 @@ def cmd_join_code(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action == "revoke":
-        return _call(args, settings, "POST", f"/admin/workers/{args.worker_id}/revoke")
+    if args.action in ("revoke", "clear-flag"):
+        path = f"/admin/workers/{args.worker_id}/{args.action}"
+        return _call(args, settings, "POST", path)
     return _call(args, settings, "GET", "/leaderboard")
 
 
@@ -299,9 +302,16 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
     join.add_argument("action", choices=["show", "rotate"], help="what to do")
     join.set_defaults(func=cmd_join_code)
 
-    worker = sub.add_parser("workers", parents=[client], help="list or revoke workers")
-    worker.add_argument("action", choices=["list", "revoke"], help="what to do")
-    worker.add_argument("worker_id", nargs="?", type=int, help="revoke: the worker's id (list)")
+    worker = sub.add_parser(
+        "workers", parents=[client], help="list workers, revoke one, or clear a spot-check flag"
+    )
+    worker.add_argument(
+        "action", choices=["list", "revoke", "clear-flag"],
+        help="what to do (clear-flag: trust a worker that spot checks flagged again)",
+    )  # fmt: skip
+    worker.add_argument(
+        "worker_id", nargs="?", type=int, help="revoke, clear-flag: the worker's id (see list)"
+    )
     worker.set_defaults(func=cmd_worker)
 
     add_export_parsers(sub)  # `export` and `sample` (coordinator_service/export_commands.py)
@@ -328,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(with_datasets=argv[:1] == ["dataset"]).parse_args(argv)
     if hasattr(args, "handler"):
         return int(args.handler(args))
-    if args.command == "workers" and args.action == "revoke" and args.worker_id is None:
-        print("gan-coordinator: workers revoke needs a worker id", file=sys.stderr)
+    if args.command == "workers" and args.action != "list" and args.worker_id is None:
+        print(f"gan-coordinator: workers {args.action} needs a worker id", file=sys.stderr)
         return 2
     try:
         settings = Settings()

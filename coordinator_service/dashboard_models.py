@@ -23,7 +23,7 @@ IDLE_SECONDS = 300
 THROUGHPUT_WINDOW_SECONDS = 300
 
 ClassState = Literal["no_run", "running", "paused", "finished", "stopped"]
-WorkerStatus = Literal["active", "idle", "offline", "revoked"]
+WorkerStatus = Literal["active", "idle", "offline", "flagged", "revoked"]
 
 
 class _Model(BaseModel):
@@ -182,6 +182,12 @@ class LeaderboardRow(_Model):
     gpu_vram_gb: float
     registered_at: datetime
     revoked: bool = False
+    flagged: bool = Field(
+        default=False,
+        description="spot checks found its results wrong: its credit is withheld (it ranks "
+        "after every unflagged worker) until the instructor clears the flag or revokes it",
+    )
+    flag_reason: str | None = None
 
 
 class DeviceCount(_Model):

@@ -24,6 +24,11 @@ CATALOGUE: dict[str, ErrorEntry] = {
     "not_authenticated": ErrorEntry(401, "A bearer token is required."),
     "invalid_token": ErrorEntry(401, "The token is not valid."),
     "worker_revoked": ErrorEntry(403, "This worker has been revoked by the instructor."),
+    "worker_flagged": ErrorEntry(
+        403,
+        "Spot checks found this worker's results different from other workers' "
+        "recomputations of the same units; the instructor can clear the flag.",
+    ),
     "invalid_join_code": ErrorEntry(403, "The join code is not valid."),
     "not_admin": ErrorEntry(403, "The admin token is not valid."),
     "unknown_unit": ErrorEntry(404, "No such work unit."),

@@ -19,6 +19,10 @@ class Metrics:
         self.result_bytes = Counter(
             "gan_result_bytes", "Bytes of accepted results", registry=self.registry
         )
+        self.spot_checks = Counter(
+            "gan_spot_checks", "Spot checks decided, by verdict", ["verdict"],
+            registry=self.registry,
+        )  # fmt: skip
         self.steps = Counter("gan_steps", "Optimizer steps taken", registry=self.registry)
         self.step_seconds = Histogram(
             "gan_step_seconds", "Time to compute and commit a step", registry=self.registry

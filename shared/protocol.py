@@ -324,6 +324,19 @@ class RunConfig(_Model):
     # local-steps run leaves them out). ``lr``/``beta1``/``beta2`` above are the
     # coordinator's Adam of a synchronous run; a local-steps run's coordinator applies the
     # outer optimizer instead.
+    spot_check_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="the share of accepted results that a second worker recomputes and the "
+        "coordinator compares (BOINC-style spot checks; 0: none)",
+    )
+    spot_check_tolerance: float = Field(
+        default=1e-3,
+        gt=0,
+        description="the relative L2 distance up to which two computations of one unit agree "
+        "(two CPUs differ by about 1e-6; a wrong result by 1 or more)",
+    )
     inner_steps: int | None = Field(
         default=None,
         ge=1,
@@ -358,6 +371,13 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _local_steps_options(self) -> RunConfig:
+        if self.spot_check_fraction > 0 and self.result_kind != "synchronous":
+            # Measured (docs/coordinator.md): two honest CPUs' local steps of one unit end
+            # 0.55 apart at H=32, as far as many a wrong result.
+            raise ValueError(
+                "spot checks need synchronous runs: local steps amplify floating-point "
+                "differences between machines until honest results disagree"
+            )
         given = [name for name in LOCAL_STEPS_DEFAULTS if getattr(self, name) is not None]
         if self.result_kind != "local_steps":
             if given:
@@ -479,6 +499,13 @@ class JoinCodeResponse(_Model):
     """The class join code students register with."""
 
     join_code: str
+
+
+class WorkerFlagResponse(_Model):
+    """A worker's spot-check flag after the instructor's decision."""
+
+    worker_id: int
+    flagged: bool
 
 
 class RevokeResponse(_Model):

@@ -12,7 +12,8 @@ decides what to do by type, never by parsing messages::
     └── ApiError                     a 4xx answer (.status, .code, .detail)
         ├── AuthError                the token is not accepted
         │   ├── UnknownToken         401: the coordinator does not know this token
-        │   └── WorkerRevoked        403: the instructor removed this worker
+        │   ├── WorkerRevoked        403: the instructor removed this worker
+        │   └── WorkerFlagged        403: spot checks found this worker's results wrong
         ├── JoinCodeRejected         401/403 while registering: wrong join code
         ├── LeaseLost                409: stale iteration or lease expired; drop the unit
         ├── RunFinished              410: training is over
@@ -84,6 +85,11 @@ class WorkerRevoked(AuthError):
     """403: the instructor revoked this worker."""
 
 
+class WorkerFlagged(AuthError):
+    """403 ``worker_flagged``: recomputations of this worker's units by other workers
+    came out different; it may not work until the instructor clears the flag."""
+
+
 class JoinCodeRejected(ApiError):
     """Registration refused: the join code is wrong or expired."""
 
@@ -123,4 +129,6 @@ def error_for_status(status: int, detail: str, code: str = "") -> WorkerError:
     """The exception for a non-2xx status (5xx are retryable ServerErrors)."""
     if status >= 500:
         return ServerError(status, detail)
+    if code == "worker_flagged":
+        return WorkerFlagged(status, detail, code)
     return _BY_STATUS.get(status, ApiError)(status, detail, code)

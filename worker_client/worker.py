@@ -29,6 +29,7 @@ from worker_client.errors import (
     RunFinished,
     UnknownToken,
     WorkerError,
+    WorkerFlagged,
     WorkerRevoked,
 )
 from worker_client.heartbeat import Heartbeat
@@ -176,6 +177,15 @@ class Worker:
             except UnknownToken as exc:
                 if not self._rejoin(exc):
                     return EXIT_AUTH
+            except WorkerFlagged as exc:
+                log.error(
+                    "The coordinator stopped this worker: other workers recomputed some of "
+                    "its units and got different results (%s). This can be a broken GPU "
+                    "driver or a modified worker; show this message to your instructor, "
+                    "who can check and clear the flag.",
+                    exc.detail,
+                )
+                return EXIT_AUTH
             except WorkerRevoked as exc:
                 log.error(
                     "The coordinator refused this worker: the instructor removed it (%s). "

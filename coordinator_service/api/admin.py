@@ -20,7 +20,13 @@ from coordinator_service.training import engine
 from coordinator_service.training.planner import plan_epoch
 from coordinator_service.training.presets import resolve
 from coordinator_service.weights_cache import CachedWeights
-from shared.protocol import JoinCodeResponse, RevokeResponse, RunStartRequest, RunSummary
+from shared.protocol import (
+    JoinCodeResponse,
+    RevokeResponse,
+    RunStartRequest,
+    RunSummary,
+    WorkerFlagResponse,
+)
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -100,3 +106,12 @@ async def revoke_worker(worker_id: WorkerIdPath, _: AdminDep, conn: ConnDep) -> 
     if revoked is None:
         raise CoordinatorError("unknown_worker")
     return revoked
+
+
+@router.post("/workers/{worker_id}/clear-flag", responses=errors(*ADMIN_AUTH, "unknown_worker"))
+async def clear_flag(worker_id: WorkerIdPath, _: AdminDep, conn: ConnDep) -> WorkerFlagResponse:
+    """Trust a worker that spot checks flagged again (e.g. after checking its machine): it
+    may claim and upload again, and only disagreements from now on count towards a flag."""
+    if not await WorkersRepo(conn).clear_flag(worker_id=worker_id):
+        raise CoordinatorError("unknown_worker")
+    return WorkerFlagResponse(worker_id=worker_id, flagged=False)

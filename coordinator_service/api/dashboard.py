@@ -159,7 +159,7 @@ async def cluster(conn: ConnDep) -> ClusterResources:
 CSV_COLUMNS = (
     "rank", "worker_id", "name", "status", "total_images", "total_work_units", "last_heartbeat",
     "registered_at", "hardware", "device", "device_name", "cpu_cores", "ram_gb", "gpu_count",
-    "gpu_vram_gb", "revoked",
+    "gpu_vram_gb", "revoked", "flagged",
 )  # fmt: skip
 
 

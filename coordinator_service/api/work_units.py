@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from typing import Annotated
 from uuid import UUID
@@ -14,13 +16,15 @@ from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep
 from coordinator_service.api.params import UnitIdPath
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.db.leases import LeasesRepo
-from coordinator_service.db.models import AcceptedResult, ResultMetrics
+from coordinator_service.db.models import AcceptedResult, Lease, ResultMetrics, Run
 from coordinator_service.db.results import ResultsRepo
 from coordinator_service.db.runs import RunsRepo
+from coordinator_service.db.spot_checks import SpotChecksRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.publications import wait_for
 from coordinator_service.training import engine
 from coordinator_service.training.result_bounds import HISTORY, result_norms, result_problem
+from coordinator_service.training.spot_checks import result_distance
 from shared.codec import CodecError
 from shared.protocol import (
     LEASE_HEADER,
@@ -30,8 +34,10 @@ from shared.protocol import (
     ResultResponse,
     WorkUnit,
 )
+from shared.unit_result import UnitResult
 
 router = APIRouter(tags=["work units"])
+log = logging.getLogger(__name__)
 
 LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, description="lease_id from the claim")]
 WaitQuery = Annotated[
@@ -45,6 +51,9 @@ WaitQuery = Annotated[
     ),
 ]
 _FALLBACK_LIMIT = 64 << 20  # only for a lease that does not exist: refused anyway
+# Which results are spot-checked: drawn by the coordinator when it accepts one, and
+# never told to the worker.
+_spot_check = random.SystemRandom()
 
 
 @router.post(
@@ -52,7 +61,7 @@ _FALLBACK_LIMIT = 64 << 20  # only for a lease that does not exist: refused anyw
     response_model=WorkUnit,
     responses={
         204: {"description": "Nothing to do right now (within ``wait``); ask again."},
-        **errors(*WORKER_AUTH, "no_run", "run_finished"),
+        **errors(*WORKER_AUTH, "worker_flagged", "no_run", "run_finished"),
     },
 )
 async def claim(
@@ -61,17 +70,18 @@ async def claim(
     body: Annotated[ClaimRequest | None, Body()] = None,
     wait: WaitQuery = 0.0,
 ) -> WorkUnit | Response:
-    """Lease the next unit of the current iteration (or a backup copy of a straggler);
-    with ``wait``, hold the request until there is one (or the time is up)."""
+    """Lease the next unit of the current iteration (or a backup copy of a straggler, or
+    a spot check of another worker's result); with ``wait``, hold the request until
+    there is one (or the time is up)."""
+    if worker.flagged_at is not None:
+        raise CoordinatorError("worker_flagged")
     cached = body.cached_shards if body else []
     deadline = time.monotonic() + wait
     while True:
         # Taken before looking, so a version published while we look still wakes us.
         ticket = state.publications.ticket()
         async with state.pool.acquire() as conn:  # no connection is held while waiting
-            outcome = await LeasesRepo(conn).claim(
-                worker_id=worker.worker_id, cached_shards=cached
-            )
+            outcome = await LeasesRepo(conn).claim(worker_id=worker.worker_id, cached_shards=cached)
         remaining = deadline - time.monotonic()
         if outcome.unit is not None or outcome.status in ("finished", "no_run") or remaining <= 0:
             break
@@ -122,8 +132,16 @@ def _answer(accepted: AcceptedResult, *, duplicate: bool) -> ResultResponse:
 @router.post(
     "/work-units/{unit_id}/result",
     responses=errors(
-        *WORKER_AUTH, "unknown_unit", "lease_lost", "lease_expired", "stale_iteration",
-        "unit_completed", "result_too_large", "invalid_result", "result_out_of_bounds",
+        *WORKER_AUTH,
+        "worker_flagged",
+        "unknown_unit",
+        "lease_lost",
+        "lease_expired",
+        "stale_iteration",
+        "unit_completed",
+        "result_too_large",
+        "invalid_result",
+        "result_out_of_bounds",
     ),  # fmt: skip
     openapi_extra={
         "requestBody": {
@@ -164,24 +182,16 @@ async def _upload_result(
     if previous is not None:
         return _answer(previous, duplicate=True)
     assert run is not None
+    if worker.flagged_at is not None:
+        raise CoordinatorError("worker_flagged")
+    if lease.check_of is not None:
+        return await _upload_check(lease, run, body, worker.worker_id, state)
     if lease.status != "active" or lease.iteration != run.iteration:
         code = {"expired": "lease_expired", "superseded": "unit_completed"}.get(
             lease.status, "stale_iteration" if lease.iteration != run.iteration else "lease_lost"
         )
         raise CoordinatorError(code)
-    try:
-        result = await asyncio.to_thread(engine.decode, body, run.config, lease.iteration)
-    except CodecError as exc:
-        raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
-    if result.iteration != lease.iteration:
-        raise CoordinatorError(
-            "invalid_result",
-            f"The result says iteration {result.iteration}; "
-            f"the lease is for iteration {lease.iteration}.",
-        )
-    problem = engine.count_problem(result, run.config, lease.num_images)
-    if problem is not None:
-        raise CoordinatorError("invalid_result", f"The result says {problem}.")
+    result = await asyncio.to_thread(_decode_for, lease, run, body)
     norms = await asyncio.to_thread(result_norms, result)
     async with state.pool.acquire() as conn:
         recent = await ResultsRepo(conn).recent_norms(
@@ -202,6 +212,7 @@ async def _upload_result(
             body=body,
             norms=norms,
             metrics=ResultMetrics(**vars(result.metrics)),
+            spot_check=_spot_check.random() < run.config.spot_check_fraction,
         )
     if accepted.duplicate:  # a simultaneous repeat of the upload that was accepted
         return _answer(accepted, duplicate=True)
@@ -211,6 +222,67 @@ async def _upload_result(
         run_id=run.run_id, iteration=lease.iteration, lease_id=lease_key, result=result
     )
     return _answer(accepted, duplicate=False)
+
+
+def _decode_for(lease: Lease, run: Run, body: bytes) -> UnitResult:
+    """The body as a result for this lease's unit and version, or 422 ``invalid_result``."""
+    try:
+        result = engine.decode(body, run.config, lease.iteration)
+    except CodecError as exc:
+        raise CoordinatorError("invalid_result", f"The result was refused: {exc}") from None
+    if result.iteration != lease.iteration:
+        raise CoordinatorError(
+            "invalid_result",
+            f"The result says iteration {result.iteration}; "
+            f"the lease is for iteration {lease.iteration}.",
+        )
+    problem = engine.count_problem(result, run.config, lease.num_images)
+    if problem is not None:
+        raise CoordinatorError("invalid_result", f"The result says {problem}.")
+    return result
+
+
+async def _upload_check(
+    lease: Lease, run: Run, body: bytes, worker_id: int, state: StateDep
+) -> ResultResponse:
+    """A spot check's recomputation: compared with the checked result, never folded.
+
+    The worker is answered as for any result, agreed or not, so that a check teaches a
+    dishonest worker nothing about which of its results are compared.
+    """
+    if lease.status not in ("active", "completed"):
+        raise CoordinatorError("lease_expired" if lease.status == "expired" else "lease_lost")
+    assert lease.check_of is not None
+    mine = await asyncio.to_thread(_decode_for, lease, run, body)
+    async with state.pool.acquire() as conn:
+        target = await SpotChecksRepo(conn).target(result_lease_id=lease.check_of)
+    if target is None or target.body is None:
+        raise CoordinatorError("lease_lost", "The result this lease checks is gone.")
+    theirs = await asyncio.to_thread(engine.decode, target.body, run.config, lease.iteration)
+    distance = await asyncio.to_thread(result_distance, mine, theirs)
+    async with state.pool.acquire() as conn:
+        verdict = await SpotChecksRepo(conn).decide(
+            lease_id=lease.lease_id,
+            worker_id=worker_id,
+            distance=distance,
+            tolerance=run.config.spot_check_tolerance,
+        )
+    if verdict is None:
+        raise CoordinatorError("lease_lost")
+    if not verdict.duplicate:
+        state.metrics.spot_checks.labels("agreed" if verdict.agreed else "disagreed").inc()
+        if not verdict.agreed:
+            log.warning(
+                "spot check of unit %d (version %d): workers %d and %d disagree "
+                "(relative distance %.3g, tolerance %.3g)%s",
+                lease.unit_id, lease.iteration, target.worker_id, worker_id, distance,
+                run.config.spot_check_tolerance,
+                f"; flagged worker(s) {verdict.flagged}" if verdict.flagged else "",
+            )  # fmt: skip
+    answer = AcceptedResult(
+        unit_id=lease.unit_id, iteration=lease.iteration, num_samples=mine.num_samples
+    )
+    return _answer(answer, duplicate=verdict.duplicate)
 
 
 @router.post(

@@ -44,6 +44,8 @@ class WorkerRow(_Row):
     gpu_vram_gb: float
     registered_at: datetime
     revoked: bool
+    flagged: bool
+    flag_reason: str | None
 
 
 class ClusterTotals(_Row):
@@ -72,20 +74,25 @@ class RunTotals(_Row):
 # $1 = active seconds, $2 = idle seconds.
 _STATUS = """
 CASE WHEN w.revoked_at IS NOT NULL THEN 'revoked'
+     WHEN w.flagged_at IS NOT NULL THEN 'flagged'
      WHEN w.last_heartbeat >= now() - make_interval(secs => $1) THEN 'active'
      WHEN w.last_heartbeat >= now() - make_interval(secs => $2) THEN 'idle'
      ELSE 'offline' END
 """
 
 _WORKERS = f"""
-SELECT rank() OVER (PARTITION BY w.revoked_at IS NULL ORDER BY w.total_images DESC) AS rank,
+SELECT rank() OVER (PARTITION BY w.revoked_at IS NULL, w.flagged_at IS NULL
+                    ORDER BY w.total_images DESC) AS rank,
        w.worker_id, w.name, {_STATUS} AS status, w.total_images, w.total_work_units,
        w.last_heartbeat, extract(epoch FROM now() - w.last_heartbeat)::float8 AS seconds_since_seen,
        w.device, w.device_name, w.cpu_cores, w.ram_gb, w.gpu_count, w.gpu_vram_gb,
-       w.created_at AS registered_at, w.revoked_at IS NOT NULL AS revoked
+       w.created_at AS registered_at, w.revoked_at IS NOT NULL AS revoked,
+       w.flagged_at IS NOT NULL AS flagged, w.flag_reason
 FROM workers w
 WHERE $3 OR w.revoked_at IS NULL
-ORDER BY w.revoked_at IS NOT NULL, w.total_images DESC, w.total_work_units DESC, w.worker_id
+-- Flagged workers' credit is withheld: they rank among themselves, after everyone else.
+ORDER BY w.revoked_at IS NOT NULL, w.flagged_at IS NOT NULL, w.total_images DESC,
+         w.total_work_units DESC, w.worker_id
 LIMIT $4
 """
 

@@ -16,7 +16,8 @@ from uuid import UUID
 import asyncpg
 
 from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
-from coordinator_service.db.runs import _RUN_COLUMNS, lock_run_shared, unit_pool
+from coordinator_service.db.runs import _RUN_COLUMNS, lock_run_shared, return_to_pool, unit_pool
+from coordinator_service.db.spot_checks import SpotChecksRepo
 
 _CLAIM = """
 WITH picked AS (
@@ -42,7 +43,6 @@ FROM lease l JOIN picked p USING (unit_id)
 # Both forms walk a partial index in unit order and stop at the first unlocked row.
 _CLAIM_ANY = _CLAIM.format(shard_filter="")
 _CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($6::integer[])")
-
 
 
 # Results of the current iteration accepted and not yet consumed, plus first leases still
@@ -71,19 +71,6 @@ FOR UPDATE OF u SKIP LOCKED
 """
 
 
-async def return_to_pool(conn: asyncpg.Connection, unit_ids: Sequence[int]) -> int:
-    """Leased units left with no active lease go back to pending (inside a transaction)."""
-    if not unit_ids:
-        return 0
-    result = await conn.execute(
-        "UPDATE work_units u SET status = 'pending' "
-        "WHERE u.unit_id = ANY($1::bigint[]) AND u.status = 'leased' AND NOT EXISTS "
-        "(SELECT 1 FROM leases l WHERE l.unit_id = u.unit_id AND l.status = 'active')",
-        list(unit_ids),
-    )
-    return int(result.split()[-1])
-
-
 class LeasesRepo:
     """Claims, heartbeats, releases and expiry over ``work_units`` and ``leases``."""
 
@@ -93,7 +80,8 @@ class LeasesRepo:
     async def claim(
         self, *, worker_id: int, cached_shards: Sequence[int], backup: bool = True
     ) -> ClaimOutcome:
-        """Lease a pending unit of the live run, else a backup copy of a straggler."""
+        """Lease a pending unit of the live run, else a backup copy of a straggler, else
+        a spot check of another worker's result."""
         async with self.conn.transaction():
             # The run's shared lock: a step waits for claims in flight and claims wait for
             # the step, so a lease is always for the current iteration. The run is read
@@ -120,6 +108,8 @@ class LeasesRepo:
                 row = await self._claim_for_step(run, worker_id, cached_shards)
             if row is None and backup:
                 row = await self._claim_backup(run, worker_id)
+            if row is None:  # nothing this step needs: recompute a result to check it
+                row = await SpotChecksRepo(self.conn).lease(run, worker_id)
             if row is None:
                 return ClaimOutcome(status="nothing", run=run)
             unit = LeasedUnit.of(row)
@@ -187,9 +177,7 @@ class LeasesRepo:
             await return_to_pool(self.conn, [r["unit_id"] for r in rows])
         return len(rows)
 
-    async def heartbeat(
-        self, *, worker_id: int
-    ) -> tuple[int, datetime | None, float | None]:
+    async def heartbeat(self, *, worker_id: int) -> tuple[int, datetime | None, float | None]:
         """Extend every active lease of the worker by its run's lease time: how many, the
         latest new deadline, and its seconds left by the database's clock (what the worker
         paces by, so that its own clock never needs to agree with this one)."""
@@ -215,7 +203,7 @@ class LeasesRepo:
     async def get(self, *, lease_id: UUID) -> Lease | None:
         record = await self.conn.fetchrow(
             "SELECT l.lease_id, l.unit_id, l.worker_id, l.run_id, l.iteration, l.status, "
-            "cardinality(u.image_indices) AS num_images "
+            "l.check_of, cardinality(u.image_indices) AS num_images "
             "FROM leases l JOIN work_units u USING (unit_id) WHERE l.lease_id = $1",
             lease_id,
         )

@@ -47,6 +47,7 @@ class Worker(_Row):
     total_images: int
     total_work_units: int
     last_heartbeat: datetime | None
+    flagged_at: datetime | None = None  # spot checks found its results wrong
 
 
 class LeasedUnit(_Row):
@@ -79,6 +80,7 @@ class Lease(_Row):
     iteration: int
     status: str
     num_images: int
+    check_of: UUID | None = None  # a spot check's lease: the result it recomputes
 
 
 class AcceptedResult(_Row):

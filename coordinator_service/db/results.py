@@ -9,6 +9,7 @@ import asyncpg
 
 from coordinator_service.db.models import AcceptedResult, OpenResult, ResultMetrics
 from coordinator_service.db.runs import lock_run_shared
+from coordinator_service.db.spot_checks import SpotChecksRepo
 from coordinator_service.errors import CoordinatorError
 
 # Why a lease that is no longer active was refused, by its status.
@@ -44,13 +45,15 @@ class ResultsRepo:
         body: bytes,
         metrics: ResultMetrics,
         norms: Sequence[float] = (),
+        spot_check: bool = False,
     ) -> AcceptedResult:
         """Store a validated result if its lease is still active at the run's iteration.
 
         Re-checks everything under row locks: the upload was validated outside any
         transaction, and a step, an expiry or a backup's result may have happened since.
         A simultaneous repeat of an upload of this lease waits on the lease's row lock and
-        then gets the first upload's answer, marked ``duplicate``.
+        then gets the first upload's answer, marked ``duplicate``. With ``spot_check``
+        another worker will recompute the unit and the two are compared.
         """
         async with self.conn.transaction():
             # Lock order run -> lease -> unit, the same as a step's, so they never deadlock.
@@ -107,7 +110,7 @@ class ResultsRepo:
             await self.conn.execute(
                 "UPDATE leases SET status = CASE WHEN lease_id = $1 THEN 'completed' "
                 "ELSE 'superseded' END, ended_at = now() "
-                "WHERE unit_id = $2 AND status = 'active'",
+                "WHERE unit_id = $2 AND status = 'active' AND check_of IS NULL",
                 lease_id,
                 lease["unit_id"],
             )
@@ -119,6 +122,8 @@ class ResultsRepo:
             await self.conn.execute(
                 "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
             )
+            if spot_check:
+                await SpotChecksRepo(self.conn).open(result_lease_id=lease_id)
         return AcceptedResult(
             unit_id=lease["unit_id"], iteration=lease["iteration"], num_samples=num_samples
         )

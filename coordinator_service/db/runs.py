@@ -45,6 +45,19 @@ async def unit_pool(conn: asyncpg.Connection, run_id: int, iteration: int) -> in
     return iteration if pinned else -1
 
 
+async def return_to_pool(conn: asyncpg.Connection, unit_ids: Sequence[int]) -> int:
+    """Leased units left with no active lease go back to pending (inside a transaction)."""
+    if not unit_ids:
+        return 0
+    result = await conn.execute(
+        "UPDATE work_units u SET status = 'pending' "
+        "WHERE u.unit_id = ANY($1::bigint[]) AND u.status = 'leased' AND NOT EXISTS "
+        "(SELECT 1 FROM leases l WHERE l.unit_id = u.unit_id AND l.status = 'active')",
+        list(unit_ids),
+    )
+    return int(result.split()[-1])
+
+
 class RunsRepo:
     """Queries on ``runs`` and the per-run counters over ``work_units`` and ``results``."""
 

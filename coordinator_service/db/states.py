@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from coordinator_service.db.models import StoredCheckpoint, StoredWeights
 from coordinator_service.db.runs import PlannedUnit, insert_units, lock_run_exclusive
+from coordinator_service.db.spot_checks import SpotChecksRepo
 from shared.protocol import HistoryEntry
 
 
@@ -173,17 +174,21 @@ class StatesRepo:
                 step.result_ids,
             )
             if step.checkpoint is not None:
+                # ... except the bodies spot checks still compare against.
                 await conn.execute(
-                    "UPDATE results SET body = NULL WHERE run_id = $1 AND iteration < $2 "
-                    "AND consumed_at IS NOT NULL AND body IS NOT NULL",
+                    "UPDATE results r SET body = NULL WHERE run_id = $1 AND iteration < $2 "
+                    "AND consumed_at IS NOT NULL AND body IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM spot_checks c WHERE c.result_lease_id = r.lease_id "
+                    " AND c.status IN ('open', 'leased'))",
                     step.run_id,
                     new_iteration,
                 )
             # Leases still out were computed against W_t: their results can only be
-            # stale, so their images go back into the epoch right away.
+            # stale, so their images go back into the epoch right away. (A spot check's
+            # lease is for its own version and stays.)
             await conn.execute(
                 "UPDATE leases SET status = 'stale', ended_at = now() "
-                "WHERE run_id = $1 AND status = 'active'",
+                "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
                 step.run_id,
             )
             await conn.execute(
@@ -237,6 +242,7 @@ class StatesRepo:
                 new_iteration - step.keep_last,
                 step.checkpoint_every,
             )
+            await SpotChecksRepo(conn).lapse_unservable(run_id=step.run_id)
         return StepOutcome(iteration=new_iteration, epoch=epoch, status=status)
 
     async def _pin_units(self, step: StepWrite, new_iteration: int) -> None:

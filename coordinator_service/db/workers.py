@@ -6,13 +6,12 @@ from datetime import datetime
 
 import asyncpg
 
-from coordinator_service.db.leases import return_to_pool
 from coordinator_service.db.models import Worker
-from coordinator_service.db.runs import lock_run_shared
+from coordinator_service.db.runs import lock_run_shared, return_to_pool
 from shared.protocol import HardwareInfo, RevokeResponse
 
 _WORKER_COLUMNS = (
-    "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat"
+    "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat, flagged_at"
 )
 
 
@@ -31,8 +30,7 @@ class WorkersRepo:
 
     async def current_join_code(self) -> str | None:
         return await self.conn.fetchval(
-            "SELECT code FROM join_codes WHERE revoked_at IS NULL "
-            "ORDER BY created_at DESC LIMIT 1"
+            "SELECT code FROM join_codes WHERE revoked_at IS NULL ORDER BY created_at DESC LIMIT 1"
         )
 
     async def ensure_join_code(self, *, code: str) -> str:
@@ -100,28 +98,56 @@ class WorkersRepo:
             )
             if found is None:
                 return None
-            leases = await self.conn.fetch(
-                "UPDATE leases SET status = 'revoked', ended_at = now() "
-                "WHERE worker_id = $1 AND status = 'active' RETURNING unit_id",
-                worker_id,
-            )
-            dropped = await self.conn.fetch(
-                "DELETE FROM results WHERE worker_id = $1 AND consumed_at IS NULL "
-                "RETURNING unit_id",
-                worker_id,
-            )
-            # A dropped result's unit is not done after all: back to the pool.
-            await self.conn.execute(
-                "UPDATE work_units SET status = 'leased', done_iteration = NULL "
-                "WHERE unit_id = ANY($1::bigint[])",
-                [r["unit_id"] for r in dropped],
-            )
-            await return_to_pool(
-                self.conn, [r["unit_id"] for r in leases] + [r["unit_id"] for r in dropped]
-            )
-        return RevokeResponse(
-            worker_id=worker_id, leases_ended=len(leases), results_dropped=len(dropped)
+            ended, dropped = await self._shut_out(worker_id)
+        return RevokeResponse(worker_id=worker_id, leases_ended=ended, results_dropped=dropped)
+
+    async def _shut_out(self, worker_id: int) -> tuple[int, int]:
+        """End the worker's active leases and drop its unconsumed results, their units
+        back in the pool (inside a transaction holding the run lock shared). Returns how
+        many leases ended and results were dropped."""
+        leases = await self.conn.fetch(
+            "UPDATE leases SET status = 'revoked', ended_at = now() "
+            "WHERE worker_id = $1 AND status = 'active' RETURNING unit_id, check_of",
+            worker_id,
         )
+        dropped = await self.conn.fetch(
+            "DELETE FROM results WHERE worker_id = $1 AND consumed_at IS NULL RETURNING unit_id",
+            worker_id,
+        )
+        # A dropped result's unit is not done after all: back to the pool.
+        await self.conn.execute(
+            "UPDATE work_units SET status = 'leased', done_iteration = NULL "
+            "WHERE unit_id = ANY($1::bigint[])",
+            [r["unit_id"] for r in dropped],
+        )
+        units = [r["unit_id"] for r in leases if r["check_of"] is None]
+        await return_to_pool(self.conn, units + [r["unit_id"] for r in dropped])
+        return len(leases), len(dropped)
+
+    async def flag(self, *, worker_id: int, reason: str) -> bool:
+        """Flag a worker whose results spot checks found wrong (inside a transaction
+        holding the run lock shared): it gets 403 ``worker_flagged`` until the instructor
+        clears or revokes it, and its results not yet folded are quarantined, i.e.
+        dropped, their images back in the pool for others. False if already flagged."""
+        flagged = await self.conn.fetchval(
+            "UPDATE workers SET flagged_at = now(), flag_reason = $2 "
+            "WHERE worker_id = $1 AND flagged_at IS NULL RETURNING worker_id",
+            worker_id,
+            reason,
+        )
+        if flagged is None:
+            return False
+        await self._shut_out(worker_id)
+        return True
+
+    async def clear_flag(self, *, worker_id: int) -> bool:
+        """The instructor trusts the worker again: its disagreements so far stop counting."""
+        found = await self.conn.fetchval(
+            "UPDATE workers SET flagged_at = NULL, flag_reason = NULL, flag_cleared_at = now() "
+            "WHERE worker_id = $1 RETURNING worker_id",
+            worker_id,
+        )
+        return found is not None
 
     async def counts(self, *, active_since: datetime) -> tuple[int, int]:
         """(workers heard from since ``active_since``, all non-revoked workers)."""

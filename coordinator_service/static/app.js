@@ -177,7 +177,7 @@ function renderBoard(rows) {
     cell(tr, w.name, "name").title = w.name;
     cell(tr, w.hardware, "hw hide-s").title = w.hardware;
     cell(tr, fmtInt(w.total_work_units), "num");
-    cell(tr, fmtInt(w.total_images), "num");
+    cell(tr, w.flagged ? "withheld" : fmtInt(w.total_images), "num").title = w.flag_reason || "";
     cell(tr, fmtAgo(w.seconds_since_seen), "hide-s");
     cell(tr, w.status, `status ${w.status}`);
     body.appendChild(tr);

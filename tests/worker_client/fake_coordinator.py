@@ -52,6 +52,7 @@ class FakeCoordinator:
     join_code: str = "blue-otter"
     tokens: dict[str, int] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    flagged: set[str] = field(default_factory=set)  # claims answered 403 worker_flagged
     outage_claims: int = 0  # the next N claims fail as if the coordinator were down
     idle_claims: int = 0  # the next N claims answer 204
     conflict_units: set[int] = field(default_factory=set)  # uploads answered 409
@@ -83,6 +84,8 @@ class FakeCoordinator:
             return _error(403, "worker revoked", "worker_revoked")
         if token not in self.tokens:
             return _error(401, "unknown token", "unknown_token")
+        if token in self.flagged and path == "/api/v1/work-units/claim":
+            return _error(403, "results disagreed in spot checks", "worker_flagged")
         if path == "/api/v1/workers/me/heartbeat":
             self.heartbeats += 1
             deadline = datetime.now(timezone.utc) + timedelta(seconds=self.lease_seconds)

@@ -135,6 +135,15 @@ def test_revoked_worker_gets_advice_and_exit_code_3(tmp_path, caplog):
     assert "instructor removed it" in messages(caplog) and "--name NEW_NAME" in messages(caplog)
 
 
+def test_flagged_worker_stops_with_a_message_for_the_instructor(tmp_path, caplog):
+    fake = FakeCoordinator()
+    IdentityStore(tmp_path).save(Identity(URL, "eve", 9, "her-token"))
+    fake.tokens["her-token"] = 9
+    fake.flagged.add("her-token")
+    assert make_worker(fake, tmp_path, name="eve").run() == EXIT_AUTH
+    assert "got different results" in messages(caplog) and "clear the flag" in messages(caplog)
+
+
 def test_unknown_token_rejoins_with_the_join_code(tmp_path, caplog):
     fake = FakeCoordinator(units=[(0, [1])])
     IdentityStore(tmp_path).save(Identity(URL, "ada", 9, "forgotten"))
