@@ -12,6 +12,15 @@ from shared.protocol import ErrorResponse
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
+# Sent with every 429 (coordinator_service.rate_limits).
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "whole seconds to wait before the next request",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
 def _description(codes: list[str]) -> str:
     return "; ".join(f"`{c}`: {CATALOGUE[c].message}" for c in codes)
 
@@ -30,6 +39,7 @@ def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
             "model": ErrorResponse,
             "description": _description(group),
             "content": {"application/json": {"example": _example(group[0])}},
+            **({"headers": RETRY_AFTER} if "rate_limited" in group else {}),
         }
         for status, group in by_status.items()
     }

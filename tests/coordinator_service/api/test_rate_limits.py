@@ -73,4 +73,6 @@ def test_each_worker_has_its_own_request_budget(
     paths = ada.get(coordinator.url + "/openapi.json").json()["paths"]
     for path, verb in (("/work-units/claim", "post"), ("/workers", "post"),
                        ("/weights/{iteration}", "get")):  # fmt: skip
-        assert "rate_limited" in paths[API_PREFIX + path][verb]["responses"]["429"]["description"]
+        documented = paths[API_PREFIX + path][verb]["responses"]["429"]
+        assert "rate_limited" in documented["description"]
+        assert "Retry-After" in documented["headers"]

@@ -181,3 +181,24 @@ def test_spot_checks_need_a_synchronous_run(coordinator: RunningCoordinator) -> 
     }})  # fmt: skip
     assert response.status_code == 422
     assert "spot checks need synchronous runs" in response.json()["detail"]
+
+
+def test_a_check_lease_outlives_the_steps_after_it(
+    coordinator: RunningCoordinator, clients: dict[str, httpx.Client]
+) -> None:
+    """Steps end every lease of the old version except a check's: it is for its own."""
+    ada, bob = clients["ada"], clients["bob"]
+    first = [_claim(ada) for _ in range(4)]
+    for unit in first:
+        assert upload(ada, unit, _compute(ada, unit)).status_code == 200
+    wait_for_version(bob, 1)
+    g_units = [_claim(bob) for _ in range(4)]  # the G phase, all of it out
+    check = _claim(bob)
+    assert (check.unit_id, check.iteration) == (first[0].unit_id, 0)
+    for unit in g_units:
+        assert upload(bob, unit, _compute(bob, unit)).status_code == 200
+    wait_for_version(bob, 2)
+    answer = upload(bob, check, _compute(bob, check))
+    assert answer.status_code == 200, answer.text
+    assert _checks(coordinator)[first[0].unit_id] == ("agreed", 0.0)
+    assert _flagged(coordinator) == []
