@@ -158,14 +158,19 @@ class StatesRepo:
                 h.d_real_accuracy, h.d_fake_accuracy, h.num_results, h.num_workers,
                 h.num_images, h.step_seconds,
             )  # fmt: skip
+            # Leases still out were computed against W_t: their results can only be
+            # stale, so their images go back into the epoch right away. (A spot check's
+            # lease is for its own version and stays.)
             await conn.execute(
-                "UPDATE workers w SET total_images = w.total_images + s.images, "
-                "total_work_units = w.total_work_units + s.units FROM "
-                "(SELECT worker_id, sum(num_samples) AS images, count(*) AS units FROM results "
-                " WHERE lease_id = ANY($1::uuid[]) GROUP BY worker_id) s "
-                "WHERE w.worker_id = s.worker_id",
-                step.result_ids,
+                "UPDATE leases SET status = 'stale', ended_at = now() "
+                "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
+                step.run_id,
             )
+            await conn.execute(
+                "UPDATE work_units SET status = 'pending' WHERE run_id = $1 AND status = 'leased'",
+                step.run_id,
+            )
+            await self._pin_units(step, new_iteration)
             # The results are in W_t+1 now. Their rows stay (a repeat upload is answered
             # from them); their bodies are the log that replays this version until a
             # checkpoint covers it, and only then are they dropped.
@@ -183,19 +188,6 @@ class StatesRepo:
                     step.run_id,
                     new_iteration,
                 )
-            # Leases still out were computed against W_t: their results can only be
-            # stale, so their images go back into the epoch right away. (A spot check's
-            # lease is for its own version and stays.)
-            await conn.execute(
-                "UPDATE leases SET status = 'stale', ended_at = now() "
-                "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
-                step.run_id,
-            )
-            await conn.execute(
-                "UPDATE work_units SET status = 'pending' WHERE run_id = $1 AND status = 'leased'",
-                step.run_id,
-            )
-            await self._pin_units(step, new_iteration)
             epoch = run["epoch"]
             finished = (
                 max_iterations is not None
@@ -243,6 +235,16 @@ class StatesRepo:
                 step.checkpoint_every,
             )
             await SpotChecksRepo(conn).lapse_unservable(run_id=step.run_id)
+            # Worker rows last, as everywhere (the lock order in docs/coordinator.md): a
+            # heartbeat holds its leases and then wants its worker row.
+            await conn.execute(
+                "UPDATE workers w SET total_images = w.total_images + s.images, "
+                "total_work_units = w.total_work_units + s.units FROM "
+                "(SELECT worker_id, sum(num_samples) AS images, count(*) AS units FROM results "
+                " WHERE lease_id = ANY($1::uuid[]) GROUP BY worker_id) s "
+                "WHERE w.worker_id = s.worker_id",
+                step.result_ids,
+            )
         return StepOutcome(iteration=new_iteration, epoch=epoch, status=status)
 
     async def _pin_units(self, step: StepWrite, new_iteration: int) -> None:

@@ -91,14 +91,15 @@ class WorkersRepo:
             )
             if live is not None:  # the lock order of a step: run, then rows
                 await lock_run_shared(self.conn, live)
-            found = await self.conn.fetchval(
-                "UPDATE workers SET revoked_at = coalesce(revoked_at, now()) "
-                "WHERE worker_id = $1 RETURNING worker_id",
-                worker_id,
-            )
-            if found is None:
+            if not await self.conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id = $1)", worker_id
+            ):
                 return None
             ended, dropped = await self._shut_out(worker_id)
+            await self.conn.execute(
+                "UPDATE workers SET revoked_at = coalesce(revoked_at, now()) WHERE worker_id = $1",
+                worker_id,
+            )
         return RevokeResponse(worker_id=worker_id, leases_ended=ended, results_dropped=dropped)
 
     async def _shut_out(self, worker_id: int) -> tuple[int, int]:
@@ -110,18 +111,21 @@ class WorkersRepo:
             "WHERE worker_id = $1 AND status = 'active' RETURNING unit_id, check_of",
             worker_id,
         )
-        dropped = await self.conn.fetch(
-            "DELETE FROM results WHERE worker_id = $1 AND consumed_at IS NULL RETURNING unit_id",
-            worker_id,
-        )
+        # Its leases just ended, so no result of it can be accepted before this commits.
+        dropped = [r["unit_id"] for r in await self.conn.fetch(
+            "SELECT unit_id FROM results WHERE worker_id = $1 AND consumed_at IS NULL", worker_id
+        )]  # fmt: skip
         # A dropped result's unit is not done after all: back to the pool.
         await self.conn.execute(
             "UPDATE work_units SET status = 'leased', done_iteration = NULL "
             "WHERE unit_id = ANY($1::bigint[])",
-            [r["unit_id"] for r in dropped],
+            dropped,
         )
         units = [r["unit_id"] for r in leases if r["check_of"] is None]
-        await return_to_pool(self.conn, units + [r["unit_id"] for r in dropped])
+        await return_to_pool(self.conn, units + dropped)
+        await self.conn.execute(
+            "DELETE FROM results WHERE worker_id = $1 AND consumed_at IS NULL", worker_id
+        )
         return len(leases), len(dropped)
 
     async def flag(self, *, worker_id: int, reason: str) -> bool:
@@ -129,15 +133,17 @@ class WorkersRepo:
         holding the run lock shared): it gets 403 ``worker_flagged`` until the instructor
         clears or revokes it, and its results not yet folded are quarantined, i.e.
         dropped, their images back in the pool for others. False if already flagged."""
-        flagged = await self.conn.fetchval(
-            "UPDATE workers SET flagged_at = now(), flag_reason = $2 "
-            "WHERE worker_id = $1 AND flagged_at IS NULL RETURNING worker_id",
+        if await self.conn.fetchval(
+            "SELECT flagged_at IS NOT NULL FROM workers WHERE worker_id = $1", worker_id
+        ):
+            return False
+        await self._shut_out(worker_id)
+        await self.conn.execute(
+            "UPDATE workers SET flagged_at = coalesce(flagged_at, now()), flag_reason = $2 "
+            "WHERE worker_id = $1",
             worker_id,
             reason,
         )
-        if flagged is None:
-            return False
-        await self._shut_out(worker_id)
         return True
 
     async def clear_flag(self, *, worker_id: int) -> bool:
