@@ -16,7 +16,13 @@ from uuid import UUID
 import asyncpg
 
 from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
-from coordinator_service.db.runs import _RUN_COLUMNS, lock_run_shared, return_to_pool, unit_pool
+from coordinator_service.db.runs import (
+    _RUN_COLUMNS,
+    lock_claim_gate,
+    lock_run_shared,
+    return_to_pool,
+    unit_pool,
+)
 from coordinator_service.db.spot_checks import SpotChecksRepo
 
 _CLAIM = """
@@ -129,6 +135,7 @@ class LeasesRepo:
         """
         pool = await unit_pool(self.conn, run.run_id, run.iteration)
         if pool < 0:
+            await lock_claim_gate(self.conn, run.run_id)  # count and lease as one
             in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
             if in_or_out >= run.config.units_per_step:
                 return None

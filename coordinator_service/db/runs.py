@@ -34,6 +34,17 @@ async def lock_run_exclusive(conn: asyncpg.Connection, run_id: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _RUN_LOCK_CLASS, run_id)
 
 
+# Claims that count what a step already has in or out and then lease take this too:
+# without it a burst of claims (every long-polling worker wakes when a version is
+# published) each counts before any leases, and the step gets leases it cannot use.
+_CLAIM_GATE_CLASS = 0x434C  # "CL"
+
+
+async def lock_claim_gate(conn: asyncpg.Connection, run_id: int) -> None:
+    """Inside a claim's transaction: one claim at a time counts and leases (a few ms)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _CLAIM_GATE_CLASS, run_id)
+
+
 async def unit_pool(conn: asyncpg.Connection, run_id: int, iteration: int) -> int:
     """Which units an iteration hands out: its pinned ones (the repeats of a synchronous
     G phase, by their ``pinned_iteration``), or the epoch's pool (-1)."""
