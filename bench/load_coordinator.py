@@ -2,15 +2,20 @@
 
 Each simulated worker loops claim -> download W_t (once per iteration) -> upload a
 pre-made valid result (seeded random gradients, encoded once per (iteration, size) and
-reused) -> claim again; on 204 it waits 50 ms. The coordinator is the real CLI
-(``gan-coordinator serve``) in a subprocess over a fresh database on a real PostgreSQL,
-with its aggregator stepping for real (decode, average, Adam, snapshot, commit).
+reused) -> claim again; on 204 it waits 50 ms. Beside that loop each one heartbeats every
+``--heartbeat-seconds``, as gan-worker does while it computes. The coordinator is the
+real CLI (``gan-coordinator serve``, ``--api-processes`` of them) in a subprocess over a
+fresh database on a real PostgreSQL, with its aggregator stepping for real (decode,
+average, Adam, snapshot, commit).
 
-Reported per worker count: leased claims/s, p50/p99 latency of every claim request,
-result MB/s accepted, steps/s, and step turnaround (last accepted result of iteration t
-to the step's commit, from the database's own timestamps).
+Reported per worker count: leased claims/s; p50/p99 latency of every claim, heartbeat
+and accepted upload; result MB/s accepted against a raw loopback upload of the same
+bytes by as many clients in the same run (a bare ASGI app under uvicorn in its own
+process that reads the body and answers 200); steps/s; and the time from a step's last
+accepted result to its weights being downloadable (the commit that stores them, from
+the database's own clocks).
 
-    .venv/bin/python bench/load_coordinator.py --workers 10 50 100 --seconds 20
+    .venv/bin/python bench/load_coordinator.py --workers 10 100 300 --seconds 20
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -44,6 +50,8 @@ ADMIN, JOIN = "bench-admin-token", "bench-join-code"
 @dataclass
 class Stats:
     claim_latencies: list[float] = field(default_factory=list)
+    heartbeat_latencies: list[float] = field(default_factory=list)
+    upload_latencies: list[float] = field(default_factory=list)  # accepted ones
     leased: int = 0
     accepted_bytes: int = 0
     accepted: int = 0
@@ -78,6 +86,18 @@ class Results:
         return self.cache[key]
 
 
+async def heartbeats(client: httpx.AsyncClient, token: str, stats: Stats, every: float,
+                     stop_at: float) -> None:  # fmt: skip
+    auth = {"Authorization": f"Bearer {token}"}
+    await asyncio.sleep(every * secrets.randbelow(1000) / 1000)  # spread over the interval
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        response = await client.post("/workers/me/heartbeat", headers=auth)
+        assert response.status_code == 200, response.text
+        stats.heartbeat_latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(every)
+
+
 async def worker_loop(client: httpx.AsyncClient, token: str, results: Results, stats: Stats,
                       stop_at: float) -> None:  # fmt: skip
     auth = {"Authorization": f"Bearer {token}"}
@@ -95,12 +115,14 @@ async def worker_loop(client: httpx.AsyncClient, token: str, results: Results, s
             await client.get(unit.weights_url.removeprefix(API_PREFIX), headers=auth)
             have_weights = unit.iteration
         body = results.body(unit.iteration, len(unit.image_indices))
+        started = time.perf_counter()
         answer = await client.post(
             f"/work-units/{unit.unit_id}/result", content=body,
             headers={**auth, LEASE_HEADER: unit.lease_id,
                      "Content-Type": "application/octet-stream"},
         )  # fmt: skip
         if answer.status_code == 200:
+            stats.upload_latencies.append(time.perf_counter() - started)
             stats.accepted += 1
             stats.accepted_bytes += len(body)
         else:
@@ -132,6 +154,62 @@ async def turnarounds(database_url: str) -> tuple[list[float], int, float]:
         await conn.close()
 
 
+async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The raw loopback baseline: read the whole body, answer an empty 200."""
+    assert scope["type"] == "http"
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"0")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": b""})
+
+
+def serve_raw(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(raw_app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+
+
+async def wait_until_up(client: httpx.AsyncClient, url: str) -> None:
+    for _ in range(600):
+        try:
+            await client.get(url)
+            return
+        except httpx.TransportError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def raw_ingest(n: int, body: bytes, seconds: float) -> tuple[float, list[float]]:
+    """MB/s that n clients upload ``body`` back to back to a bare server for ``seconds``,
+    and each upload's latency."""
+    port = 18000 + secrets.randbelow(2000)
+    server = subprocess.Popen([sys.executable, __file__, "--serve-raw", str(port)])
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    sent, latencies = 0, []
+    try:
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            url = f"http://127.0.0.1:{port}/"
+            await wait_until_up(client, url)
+            stop_at = time.monotonic() + seconds
+
+            async def upload_loop() -> None:
+                nonlocal sent
+                while time.monotonic() < stop_at:
+                    started = time.perf_counter()
+                    response = await client.post(url, content=body)
+                    assert response.status_code == 200
+                    latencies.append(time.perf_counter() - started)
+                    sent += len(body)
+
+            t0 = time.monotonic()
+            await asyncio.gather(*(upload_loop() for _ in range(n)))
+            return sent / (time.monotonic() - t0) / 1e6, latencies
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -154,19 +232,14 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("gan-coordinator")), "serve", "--port", str(port),
-         "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--log-level", "warning", "--workers", str(args.api_processes)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     try:
         async with httpx.AsyncClient(base_url=base + API_PREFIX, timeout=120, limits=limits) as c:
-            for _ in range(600):
-                try:
-                    if (await c.get(base + "/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_until_up(c, base + "/healthz")
             config = {"generator_features": args.features, "discriminator_features": args.features,
                       "latent_dim": 100, "images_per_unit": args.images_per_unit,
                       "units_per_step": max(1, n // 2), "batch_size": 64,
@@ -183,7 +256,10 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
             stats = Stats()
             t0 = time.monotonic()
             stop_at = t0 + args.seconds
-            await asyncio.gather(*(worker_loop(c, t, results, stats, stop_at) for t in tokens))
+            await asyncio.gather(
+                *(worker_loop(c, t, results, stats, stop_at) for t in tokens),
+                *(heartbeats(c, t, stats, args.heartbeat_seconds, stop_at) for t in tokens),
+            )
             elapsed = time.monotonic() - t0
         turn, steps, compute = await turnarounds(database_url)
     finally:
@@ -193,6 +269,9 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
             log.seek(0)
             print(log.read().decode(errors="replace")[-5000:], file=sys.stderr)
         await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    body = results.body(0, args.images_per_unit)
+    raw, raw_latencies = await raw_ingest(n, body, min(args.seconds, 10.0))
+    ingest = stats.accepted_bytes / elapsed / 1e6
     return {
         "workers": n,
         "units_per_step": max(1, n // 2),
@@ -200,13 +279,20 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
         "claim_requests_per_s": len(stats.claim_latencies) / elapsed,
         "claim_p50_ms": 1000 * percentile(stats.claim_latencies, 0.5),
         "claim_p99_ms": 1000 * percentile(stats.claim_latencies, 0.99),
-        "result_mb_per_s": stats.accepted_bytes / elapsed / 1e6,
+        "heartbeat_p50_ms": 1000 * percentile(stats.heartbeat_latencies, 0.5),
+        "heartbeat_p99_ms": 1000 * percentile(stats.heartbeat_latencies, 0.99),
+        "upload_p50_ms": 1000 * percentile(stats.upload_latencies, 0.5),
+        "upload_p99_ms": 1000 * percentile(stats.upload_latencies, 0.99),
+        "raw_upload_p50_ms": 1000 * percentile(raw_latencies, 0.5),
+        "result_mb_per_s": ingest,
+        "raw_mb_per_s": raw,
+        "ingest_vs_raw": ingest / raw,
         "results_per_s": stats.accepted / elapsed,
         "refused": sum(stats.refused.values()),
         "steps_per_s": steps / elapsed,
         "step_compute_p50_ms": 1000 * compute,
-        "turnaround_p50_ms": 1000 * statistics.median(turn) if turn else float("nan"),
-        "turnaround_max_ms": 1000 * max(turn) if turn else float("nan"),
+        "downloadable_p50_ms": 1000 * statistics.median(turn) if turn else float("nan"),
+        "downloadable_max_ms": 1000 * max(turn) if turn else float("nan"),
     }
 
 
@@ -216,10 +302,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--features", type=int, default=8, help="G and D feature maps")
     parser.add_argument("--images-per-unit", type=int, default=32)
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="the coordinator's API processes (serve --workers)")  # fmt: skip
+    parser.add_argument("--heartbeat-seconds", type=float, default=5.0,
+                        help="each simulated worker's heartbeat interval (gan-worker: 15 s "
+                        "at most while it computes)")  # fmt: skip
+    parser.add_argument("--serve-raw", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--show-log", action="store_true", help="print the server's log tail")
     parser.add_argument("--database-url", default=os.environ.get(
         "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))  # fmt: skip
     args = parser.parse_args()
+    if args.serve_raw is not None:  # the raw loopback baseline's server process
+        serve_raw(args.serve_raw)
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -228,14 +323,21 @@ def main() -> None:
     size = len(results.body(0, args.images_per_unit))
     print(f"model: {args.features} feature maps, result body {size / 1e6:.2f} MB (float32)")
     header = ("workers", "units_per_step", "claims_per_s", "claim_p50_ms", "claim_p99_ms",
-              "result_mb_per_s", "results_per_s", "refused", "steps_per_s", "step_compute_p50_ms",
-              "turnaround_p50_ms", "turnaround_max_ms")  # fmt: skip
+              "heartbeat_p50_ms", "heartbeat_p99_ms", "upload_p50_ms", "upload_p99_ms",
+              "raw_upload_p50_ms", "result_mb_per_s", "raw_mb_per_s", "ingest_vs_raw",
+              "refused", "steps_per_s", "step_compute_p50_ms", "downloadable_p50_ms",
+              "downloadable_max_ms")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for n in args.workers:
         row = asyncio.run(bench(n, args, results))
-        print("| " + " | ".join(f"{row[h]:.1f}" if isinstance(row[h], float) else str(row[h])
-                                for h in header) + " |", flush=True)  # fmt: skip
+        print("| " + " | ".join(_cell(row[h]) for h in header) + " |", flush=True)
+
+
+def _cell(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.2f}" if abs(value) < 1 else f"{value:.1f}"
 
 
 if __name__ == "__main__":

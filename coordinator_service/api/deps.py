@@ -21,6 +21,7 @@ from coordinator_service.db.models import Worker
 from coordinator_service.db.workers import WorkersRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.metrics import Metrics
+from coordinator_service.notifications import Listener
 from coordinator_service.publications import Publications
 from coordinator_service.rate_limits import RateLimits
 from coordinator_service.settings import Settings
@@ -41,20 +42,27 @@ class CoordinatorState:
     metrics: Metrics
     aggregator: Aggregator | None = None  # when this process runs one
     publications: Publications = field(default_factory=Publications)
+    listener: Listener | None = None  # wakes ``publications`` and the aggregator
     limits: RateLimits = field(init=False)  # per process: see coordinator_service.rate_limits
 
     def __post_init__(self) -> None:
         self.limits = RateLimits.from_settings(self.settings)
 
+    @property
+    def listening(self) -> bool:
+        """Whether published versions wake long-polling claims (else they poll)."""
+        return self.listener is not None and self.listener.connected
+
     def hand_to_aggregator(
         self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult
     ) -> None:
-        """Give an accepted, decoded result to the local aggregator and wake it up."""
+        """Give an accepted, decoded result to this process's aggregator, which saves it
+        decoding the body again if it is the one that steps (the accepting transaction's
+        notification wakes whichever process does)."""
         if self.aggregator is not None:
             self.aggregator.remember(
                 run_id=run_id, iteration=iteration, lease_id=lease_id, result=result
             )
-            self.aggregator.wake.set()
 
 
 def hash_token(token: str) -> str:

@@ -85,8 +85,8 @@ async def claim(
         remaining = deadline - time.monotonic()
         if outcome.unit is not None or outcome.status in ("finished", "no_run") or remaining <= 0:
             break
-        # Without a local aggregator another replica publishes: look again every second.
-        await wait_for(ticket, remaining if state.aggregator else min(1.0, remaining))
+        # While this process hears no notifications, look again every second.
+        await wait_for(ticket, remaining if state.listening else min(1.0, remaining))
     state.metrics.claims.labels(outcome.status).inc()
     if outcome.status == "finished":
         raise CoordinatorError("run_finished")

@@ -7,6 +7,7 @@ brought the database to head and refuses to start otherwise.
 from __future__ import annotations
 
 import json
+import os
 
 import asyncpg
 
@@ -20,10 +21,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+def application_name() -> str:
+    """How this process's connections appear in ``pg_stat_activity`` (and its locks in
+    ``pg_locks``): which of several API processes holds what."""
+    return f"gan-coordinator[{os.getpid()}]"
+
+
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     """A pool whose connections speak JSON for json/jsonb columns."""
     pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init_connection
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"application_name": application_name()},
     )
     assert pool is not None
     return pool
@@ -31,7 +42,9 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 2
 
 async def connect(database_url: str) -> asyncpg.Connection:
     """One connection with the same codecs (the aggregator's advisory-lock holder, the CLI)."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(
+        database_url, server_settings={"application_name": application_name()}
+    )
     await _init_connection(conn)
     return conn
 

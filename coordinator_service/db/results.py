@@ -11,6 +11,7 @@ from coordinator_service.db.models import AcceptedResult, OpenResult, ResultMetr
 from coordinator_service.db.runs import lock_run_shared
 from coordinator_service.db.spot_checks import SpotChecksRepo
 from coordinator_service.errors import CoordinatorError
+from coordinator_service.notifications import RESULTS, notify
 
 # Why a lease that is no longer active was refused, by its status.
 _ENDED_LEASE_CODES = {
@@ -124,6 +125,7 @@ class ResultsRepo:
             )
             if spot_check:
                 await SpotChecksRepo(self.conn).open(result_lease_id=lease_id)
+            await notify(self.conn, RESULTS)  # the aggregator, in whichever process
         return AcceptedResult(
             unit_id=lease["unit_id"], iteration=lease["iteration"], num_samples=num_samples
         )

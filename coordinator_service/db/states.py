@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from coordinator_service.db.models import StoredCheckpoint, StoredWeights
 from coordinator_service.db.runs import PlannedUnit, insert_units, lock_run_exclusive
 from coordinator_service.db.spot_checks import SpotChecksRepo
+from coordinator_service.notifications import VERSIONS, notify
 from shared.protocol import HistoryEntry
 
 
@@ -245,6 +246,7 @@ class StatesRepo:
                 "WHERE w.worker_id = s.worker_id",
                 step.result_ids,
             )
+            await notify(conn, VERSIONS)  # long-polling claims, in every process
         return StepOutcome(iteration=new_iteration, epoch=epoch, status=status)
 
     async def _pin_units(self, step: StepWrite, new_iteration: int) -> None:

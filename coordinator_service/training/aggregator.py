@@ -24,7 +24,6 @@ from coordinator_service.db.results import ResultsRepo
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.states import StatesRepo, StepConflict, StepWrite
 from coordinator_service.metrics import Metrics
-from coordinator_service.publications import Publications
 from coordinator_service.settings import Settings
 from coordinator_service.training import engine
 from coordinator_service.training.planner import plan_epoch
@@ -61,15 +60,13 @@ class Aggregator:
         database_url: str,
         cache: WeightsCache,
         metrics: Metrics,
-        publications: Publications | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.database_url = database_url
         self.cache = cache
         self.metrics = metrics
-        self.publications = publications or Publications()
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # set on every accepted result (notifications.RESULTS)
         self._state: engine.TrainingState | None = None
         # Results decoded by a step attempt, reused by the next attempt of that iteration.
         self._decoded: dict[UUID, UnitResult] = {}
@@ -318,7 +315,6 @@ class Aggregator:
             outcome.iteration,
             CachedWeights(product.encoded.weights, product.encoded.weights_etag),
         )
-        self.publications.announce()  # long-polling claims of this process look again
         self.metrics.steps.inc()
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         log.debug(

@@ -1,0 +1,244 @@
+"""Several API processes over one database, as `serve --workers N` or replicas run them.
+
+Each process answers claims and uploads and runs an aggregator task, and only the one
+holding the advisory lock steps. What must hold: a version committed in one process
+wakes the claims waiting in the others, no unit is leased twice and no result counted
+twice, and when the leading process is killed another one takes over the stepping with
+nothing accepted lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from coordinator_service.training.aggregator import ADVISORY_LOCK_KEY
+from shared.protocol import WorkUnit
+from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
+from tests.coordinator_service.helpers import api_client, claim, fake_body, fetch, upload
+
+# No backup copies and no step timeout: every lease of a unit at a version is a double.
+RUN = {**NARROW_RUN, "units_per_step": 2, "step_timeout": 3600, "backup_after_seconds": 3600}
+
+
+def _leader_pid(database_url: str, *, other_than: int | None = None) -> int:
+    """The OS process whose aggregator holds the lock (its connections' application_name);
+    with ``other_than``, once a process other than that one holds it."""
+    high, low = ADVISORY_LOCK_KEY >> 32, ADVISORY_LOCK_KEY & 0xFFFFFFFF
+    deadline = time.monotonic() + 60
+    while True:
+        rows = asyncio.run(fetch(
+            database_url,
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 "
+            "AND l.objsubid = 1",
+            high, low,
+        ))  # fmt: skip
+        if rows:
+            name = rows[0]["application_name"]  # gan-coordinator[PID]
+            pid = int(name[name.index("[") + 1 : -1])
+            if pid != other_than:
+                return pid
+        assert time.monotonic() < deadline, "no (other) aggregator took the lock"
+        time.sleep(0.1)
+
+
+def _register(url: str, name: str) -> str:
+    with api_client(url) as anon:
+        response = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
+
+
+def _start_run(url: str) -> None:
+    with api_client(url, TEST_ADMIN_TOKEN) as admin:
+        response = admin.post("/admin/runs", json={"config": RUN})
+        assert response.status_code == 201, response.text
+
+
+def _version(url: str) -> int:
+    with api_client(url) as anon:
+        return int(anon.get("/status").json()["run"]["iteration"])
+
+
+def test_a_version_committed_by_one_process_wakes_claims_waiting_in_another(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    processes = [spawn_coordinator(database_url), spawn_coordinator(database_url)]
+    leader = _leader_pid(database_url)
+    (follower,) = [p for p in processes if p.process.pid != leader]
+    _start_run(follower.url)
+    ada = api_client(follower.url, _register(follower.url, "ada"))
+    bob = api_client(follower.url, _register(follower.url, "bob"))
+    units = [claim(ada), claim(ada)]  # the step's two units: bob must wait for the next
+    assert all(units)
+    answer: list[tuple[int, float]] = []
+
+    def wait_for_work() -> None:
+        started = time.monotonic()
+        response = bob.post("/work-units/claim", params={"wait": 30}, json={"cached_shards": []})
+        answer.append((response.status_code, time.monotonic() - started))
+
+    waiter = threading.Thread(target=wait_for_work)
+    waiter.start()
+    time.sleep(1.0)  # bob is waiting in the follower process
+    for unit in units:
+        assert unit is not None
+        assert upload(ada, unit, fake_body(unit)).status_code == 200
+    waiter.join(timeout=60)
+    # Without the notification bob's claim would sleep out its 30 s: the follower's own
+    # aggregator task never steps, so nothing in its process would wake the claim.
+    [(status, seconds)] = answer
+    assert status == 200 and seconds < 15, (status, seconds)
+    assert _version(follower.url) == 1
+    ada.close()
+    bob.close()
+
+
+def test_two_processes_share_the_work_and_the_aggregator_fails_over(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    processes = [spawn_coordinator(database_url), spawn_coordinator(database_url)]
+    urls = [p.url for p in processes]
+    _start_run(urls[0])
+    tokens = [_register(urls[i % 2], f"w{i}") for i in range(4)]
+    accepted: list[str] = []  # lease ids answered 200, as the workers saw it
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def work(i: int) -> None:
+        """Claim and upload through process i % 2; on a dead socket the proxy would send
+        us to the other one, so switch, repeating the request that failed."""
+        which = i % 2
+        clients = [api_client(url, tokens[i]) for url in urls]
+
+        def call(send: Callable[[httpx.Client], httpx.Response]) -> httpx.Response:
+            nonlocal which
+            for _ in range(10):
+                try:
+                    return send(clients[which])
+                except httpx.TransportError:
+                    which = 1 - which
+                    time.sleep(0.2)
+            raise AssertionError("neither process answers")
+
+        try:
+            while not stop.is_set():
+                response = call(lambda c: c.post(
+                    "/work-units/claim", params={"wait": 2}, json={"cached_shards": []}
+                ))  # fmt: skip
+                if response.status_code == 204:
+                    continue
+                assert response.status_code == 200, response.text
+                unit = WorkUnit.model_validate(response.json())
+                body = fake_body(unit)
+                answer = call(lambda c, u=unit, b=body: upload(c, u, b))
+                if answer.status_code == 200:
+                    accepted.append(unit.lease_id)
+                else:  # the step went on without it: the unit is back in the pool
+                    assert answer.status_code == 409, answer.text
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+        finally:
+            for client in clients:
+                client.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        _wait_until(lambda: _version(urls[0]) >= 4, errors, "4 versions before the kill")
+        leader = _leader_pid(database_url)
+        (dead,) = [p for p in processes if p.process.pid == leader]
+        (survivor,) = [p for p in processes if p is not dead]
+        dead.kill()
+        before = _version(survivor.url)
+        assert _leader_pid(database_url, other_than=leader) == survivor.process.pid
+        _wait_until(lambda: _version(survivor.url) >= before + 4, errors, "4 more after it")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not errors, errors
+
+    # Nothing accepted was lost, and nothing counted twice.
+    results = asyncio.run(fetch(
+        database_url, "SELECT lease_id::text AS lease_id, unit_id, iteration, consumed_at "
+        "FROM results",
+    ))  # fmt: skip
+    stored = {r["lease_id"] for r in results}
+    assert set(accepted) <= stored
+    per_unit_version = [(r["unit_id"], r["iteration"]) for r in results]
+    assert len(per_unit_version) == len(set(per_unit_version))
+    folded = asyncio.run(fetch(
+        database_url,
+        "SELECT (SELECT coalesce(sum(num_results), 0) FROM history) AS in_history, "
+        "(SELECT count(*) FROM results WHERE consumed_at IS NOT NULL) AS consumed, "
+        "(SELECT coalesce(sum(total_work_units), 0) FROM workers) AS credited",
+    ))[0]  # fmt: skip
+    assert folded["in_history"] == folded["consumed"] == folded["credited"] > 0, dict(folded)
+    # No unit leased twice at once (backups are off; spot checks too).
+    overlapping = asyncio.run(fetch(
+        database_url,
+        "SELECT count(*) AS n FROM leases a JOIN leases b "
+        "ON a.unit_id = b.unit_id AND a.lease_id < b.lease_id "
+        "WHERE tstzrange(a.created_at, coalesce(a.ended_at, 'infinity')) "
+        "&& tstzrange(b.created_at, coalesce(b.ended_at, 'infinity'))",
+    ))[0]["n"]  # fmt: skip
+    assert overlapping == 0
+
+
+def _wait_until(condition: Callable[[], bool], errors: list[BaseException], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert not errors, errors
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_serve_workers_runs_several_processes_and_replaces_a_killed_one(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    parent = spawn_coordinator(database_url, args=("--workers", "2"))
+    _start_run(parent.url)
+    worker = api_client(parent.url, _register(parent.url, "ada"))
+
+    def step_once() -> None:
+        version = _version(parent.url)
+        for _ in range(2):
+            unit = claim(worker)
+            assert unit is not None
+            assert upload(worker, unit, fake_body(unit)).status_code == 200
+        _wait_until(lambda: _version(parent.url) > version, [], "a step")
+
+    step_once()
+    children = _api_processes(database_url)
+    assert len(children) == 2 and parent.process.pid not in children
+    leader = _leader_pid(database_url)
+    os.kill(leader, signal.SIGKILL)
+    _leader_pid(database_url, other_than=leader)  # the other child steps now ...
+    step_once()
+    # ... and uvicorn's supervisor started a replacement for the killed one.
+    _wait_until(lambda: len(_api_processes(database_url) - {leader}) == 2, [], "a new child")
+    worker.close()
+    parent.process.send_signal(signal.SIGTERM)
+    assert parent.process.wait(timeout=30) == 0, parent.log()
+    assert _api_processes(database_url) == set()
+
+
+def _api_processes(database_url: str) -> set[int]:
+    """The OS processes with connections to the database (gan-coordinator[PID])."""
+    rows = asyncio.run(fetch(
+        database_url,
+        "SELECT DISTINCT application_name FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE 'gan-coordinator[%'",
+    ))  # fmt: skip
+    return {int(r["application_name"][len("gan-coordinator[") : -1]) for r in rows}
+
+
