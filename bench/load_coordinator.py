@@ -2,8 +2,12 @@
 
 Each simulated worker loops claim -> download W_t (once per iteration) -> upload a
 pre-made valid result (seeded random gradients, encoded once per (iteration, size) and
-reused) -> claim again; on 204 it waits 50 ms. Beside that loop each one heartbeats every
-``--heartbeat-seconds``, as gan-worker does while it computes. The coordinator is the
+reused) -> claim again, with no compute in between: the most load a worker can make.
+Its claims wait up to 5 s for work, as gan-worker's do, and beside that loop it
+heartbeats every ``--heartbeat-seconds``, as gan-worker does while it computes. A
+waiting claim's time says nothing about the server, so claim latency is measured by a
+probe: one more worker that claims without waiting ten times a second (and gives back
+what it gets). The coordinator is the
 real CLI (``gan-coordinator serve``, ``--api-processes`` of them) in a subprocess over a
 fresh database on a real PostgreSQL, with its aggregator stepping for real (decode,
 average, Adam, snapshot, commit).
@@ -86,40 +90,34 @@ class Results:
         return self.cache[key]
 
 
-async def heartbeats(client: httpx.AsyncClient, token: str, stats: Stats, every: float,
+async def heartbeats(client: httpx.AsyncClient, stats: Stats, every: float,
                      stop_at: float) -> None:  # fmt: skip
-    auth = {"Authorization": f"Bearer {token}"}
     await asyncio.sleep(every * secrets.randbelow(1000) / 1000)  # spread over the interval
     while time.monotonic() < stop_at:
         started = time.perf_counter()
-        response = await client.post("/workers/me/heartbeat", headers=auth)
+        response = await client.post("/workers/me/heartbeat")
         assert response.status_code == 200, response.text
         stats.heartbeat_latencies.append(time.perf_counter() - started)
         await asyncio.sleep(every)
 
 
-async def worker_loop(client: httpx.AsyncClient, token: str, results: Results, stats: Stats,
+async def worker_loop(client: httpx.AsyncClient, results: Results, stats: Stats,
                       stop_at: float) -> None:  # fmt: skip
-    auth = {"Authorization": f"Bearer {token}"}
     have_weights = -1
     while time.monotonic() < stop_at:
-        started = time.perf_counter()
-        response = await client.post("/work-units/claim", json={}, headers=auth)
-        stats.claim_latencies.append(time.perf_counter() - started)
+        response = await client.post("/work-units/claim", params={"wait": 5}, json={})
         if response.status_code != 200:
-            await asyncio.sleep(0.05)
             continue
         stats.leased += 1
         unit = WorkUnit.model_validate(response.json())
         if unit.iteration != have_weights:
-            await client.get(unit.weights_url.removeprefix(API_PREFIX), headers=auth)
+            await client.get(unit.weights_url.removeprefix(API_PREFIX))
             have_weights = unit.iteration
         body = results.body(unit.iteration, len(unit.image_indices))
         started = time.perf_counter()
         answer = await client.post(
             f"/work-units/{unit.unit_id}/result", content=body,
-            headers={**auth, LEASE_HEADER: unit.lease_id,
-                     "Content-Type": "application/octet-stream"},
+            headers={LEASE_HEADER: unit.lease_id, "Content-Type": "application/octet-stream"},
         )  # fmt: skip
         if answer.status_code == 200:
             stats.upload_latencies.append(time.perf_counter() - started)
@@ -127,6 +125,30 @@ async def worker_loop(client: httpx.AsyncClient, token: str, results: Results, s
             stats.accepted_bytes += len(body)
         else:
             stats.refused[answer.status_code] = stats.refused.get(answer.status_code, 0) + 1
+
+
+async def probe_claims(client: httpx.AsyncClient, stats: Stats, stop_at: float) -> None:
+    """Claims that do not wait, timed; a unit it gets goes straight back to the pool."""
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        response = await client.post("/work-units/claim", json={})
+        stats.claim_latencies.append(time.perf_counter() - started)
+        if response.status_code == 200:
+            unit = WorkUnit.model_validate(response.json())
+            await client.post(f"/work-units/{unit.unit_id}/release",
+                              headers={LEASE_HEADER: unit.lease_id})  # fmt: skip
+        await asyncio.sleep(0.1)
+
+
+def worker_client(base: str, token: str) -> httpx.AsyncClient:
+    """One simulated worker's own client, as each gan-worker has: httpx's pool looks through
+    all its connections on every request, so one pool for hundreds of workers makes the
+    bench, not the coordinator, the bottleneck."""
+    return httpx.AsyncClient(
+        base_url=base + API_PREFIX, timeout=120, headers={"Authorization": f"Bearer {token}"},
+        # uvicorn closes idle connections after 5 s; never reuse one it may be closing
+        limits=httpx.Limits(max_connections=2, keepalive_expiry=4),
+    )
 
 
 async def admin_execute(url: str, statement: str) -> None:
@@ -181,31 +203,32 @@ async def wait_until_up(client: httpx.AsyncClient, url: str) -> None:
 
 
 async def raw_ingest(n: int, body: bytes, seconds: float) -> tuple[float, list[float]]:
-    """MB/s that n clients upload ``body`` back to back to a bare server for ``seconds``,
-    and each upload's latency."""
+    """MB/s that n clients (each its own, as the workers) upload ``body`` back to back to a
+    bare server for ``seconds``, and each upload's latency."""
     port = 18000 + secrets.randbelow(2000)
     server = subprocess.Popen([sys.executable, __file__, "--serve-raw", str(port)])
-    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    url = f"http://127.0.0.1:{port}/"
+    clients = [worker_client(url, "raw") for _ in range(n)]
     sent, latencies = 0, []
     try:
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            url = f"http://127.0.0.1:{port}/"
-            await wait_until_up(client, url)
-            stop_at = time.monotonic() + seconds
+        await wait_until_up(clients[0], url)
+        stop_at = time.monotonic() + seconds
 
-            async def upload_loop() -> None:
-                nonlocal sent
-                while time.monotonic() < stop_at:
-                    started = time.perf_counter()
-                    response = await client.post(url, content=body)
-                    assert response.status_code == 200
-                    latencies.append(time.perf_counter() - started)
-                    sent += len(body)
+        async def upload_loop(client: httpx.AsyncClient) -> None:
+            nonlocal sent
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                response = await client.post(url, content=body)
+                assert response.status_code == 200
+                latencies.append(time.perf_counter() - started)
+                sent += len(body)
 
-            t0 = time.monotonic()
-            await asyncio.gather(*(upload_loop() for _ in range(n)))
-            return sent / (time.monotonic() - t0) / 1e6, latencies
+        t0 = time.monotonic()
+        await asyncio.gather(*(upload_loop(client) for client in clients))
+        return sent / (time.monotonic() - t0) / 1e6, latencies
     finally:
+        for client in clients:
+            await client.aclose()
         server.terminate()
         server.wait(timeout=30)
 
@@ -227,18 +250,19 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
            "GAN_TORCH_THREADS": "1", "GAN_SAMPLE_EVERY": "0", "GAN_POOL_MAX_SIZE": "20",
            "GAN_AGGREGATOR_TICK_SECONDS": "0.05",
            # The bench measures the coordinator's capacity, not a class: its simulated
-           # workers loop as fast as answers come, far beyond a real worker's rate limit.
-           "GAN_WORKER_REQUESTS_PER_SECOND": "0"}  # fmt: skip
+           # workers loop as fast as answers come, far beyond a real worker's rate limit,
+           # and all register from one address.
+           "GAN_WORKER_REQUESTS_PER_SECOND": "0", "GAN_REGISTRATIONS_PER_MINUTE": "0"}  # fmt: skip
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("gan-coordinator")), "serve", "--port", str(port),
-         "--log-level", "warning", "--workers", str(args.api_processes)],
+         "--log-level", "warning",
+         *(["--workers", str(args.api_processes)] if args.api_processes > 1 else [])],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     try:
-        async with httpx.AsyncClient(base_url=base + API_PREFIX, timeout=120, limits=limits) as c:
+        async with httpx.AsyncClient(base_url=base + API_PREFIX, timeout=120) as c:
             await wait_until_up(c, base + "/healthz")
             config = {"generator_features": args.features, "discriminator_features": args.features,
                       "latent_dim": 100, "images_per_unit": args.images_per_unit,
@@ -251,16 +275,22 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
                 (await c.post("/workers", json={"join_code": JOIN, "name": f"w{i}"})).json()[
                     "token"
                 ]
-                for i in range(n)
+                for i in range(n + 1)
             ]
+            probe, tokens = tokens[0], tokens[1:]
             stats = Stats()
+            clients = [worker_client(base, t) for t in tokens]
+            probe_client = worker_client(base, probe)
             t0 = time.monotonic()
             stop_at = t0 + args.seconds
             await asyncio.gather(
-                *(worker_loop(c, t, results, stats, stop_at) for t in tokens),
-                *(heartbeats(c, t, stats, args.heartbeat_seconds, stop_at) for t in tokens),
+                *(worker_loop(w, results, stats, stop_at) for w in clients),
+                *(heartbeats(w, stats, args.heartbeat_seconds, stop_at) for w in clients),
+                probe_claims(probe_client, stats, stop_at),
             )
             elapsed = time.monotonic() - t0
+            for client in [*clients, probe_client]:
+                await client.aclose()
         turn, steps, compute = await turnarounds(database_url)
     finally:
         server.terminate()
@@ -276,7 +306,6 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
         "workers": n,
         "units_per_step": max(1, n // 2),
         "claims_per_s": stats.leased / elapsed,
-        "claim_requests_per_s": len(stats.claim_latencies) / elapsed,
         "claim_p50_ms": 1000 * percentile(stats.claim_latencies, 0.5),
         "claim_p99_ms": 1000 * percentile(stats.claim_latencies, 0.99),
         "heartbeat_p50_ms": 1000 * percentile(stats.heartbeat_latencies, 0.5),

@@ -18,10 +18,11 @@ import asyncpg
 from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
 from coordinator_service.db.runs import (
     _RUN_COLUMNS,
+    UNIT_POOL,
     lock_claim_gate,
+    lock_live_run_shared,
     lock_run_shared,
     return_to_pool,
-    unit_pool,
 )
 from coordinator_service.db.spot_checks import SpotChecksRepo
 
@@ -77,6 +78,30 @@ FOR UPDATE OF u SKIP LOCKED
 """
 
 
+# One statement, the heartbeat being the most frequent request. Leases before the worker
+# row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's data-modifying
+# parts in no fixed order, but the worker row's UPDATE reads `extended` in its WHERE, so
+# its scan cannot reach the row before every lease is extended (and locked).
+_HEARTBEAT = """
+WITH extended AS (
+    UPDATE leases l SET deadline = now() + make_interval(
+        secs => (r.config->>'lease_seconds')::double precision)
+    FROM runs r
+    WHERE l.worker_id = $1 AND l.status = 'active' AND r.run_id = l.run_id
+      AND l.deadline >= now()
+    RETURNING l.deadline,
+              extract(epoch FROM l.deadline - clock_timestamp())::double precision AS seconds_left
+), stamped AS (
+    UPDATE workers SET last_heartbeat = now()
+    WHERE worker_id = $1 AND (SELECT count(*) FROM extended) >= 0
+    RETURNING worker_id
+)
+SELECT count(*)::integer AS extended, max(deadline) AS deadline,
+       max(seconds_left) AS seconds_left, (SELECT count(*) FROM stamped) AS stamped
+FROM extended
+"""
+
+
 class LeasesRepo:
     """Claims, heartbeats, releases and expiry over ``work_units`` and ``leases``."""
 
@@ -92,14 +117,11 @@ class LeasesRepo:
             # The run's shared lock: a step waits for claims in flight and claims wait for
             # the step, so a lease is always for the current iteration. The run is read
             # again after the lock, when a step that was committing is visible.
-            run_id = await self.conn.fetchval(
-                "SELECT run_id FROM runs WHERE status IN ('active', 'paused')"
-            )
+            run_id = await lock_live_run_shared(self.conn)
             record = None
             if run_id is not None:
-                await lock_run_shared(self.conn, run_id)
                 record = await self.conn.fetchrow(
-                    f"SELECT {_RUN_COLUMNS} FROM runs "
+                    f"SELECT {_RUN_COLUMNS}, {UNIT_POOL} AS pool FROM runs "
                     "WHERE run_id = $1 AND status IN ('active', 'paused')",
                     run_id,
                 )
@@ -109,9 +131,10 @@ class LeasesRepo:
             run = Run.of(record)
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
-            row = await self._claim_for_step(run, worker_id, cached_shards)
+            pool = record["pool"]
+            row = await self._claim_for_step(run, worker_id, cached_shards, pool)
             if row is None and await self.expire(run_id=run.run_id):
-                row = await self._claim_for_step(run, worker_id, cached_shards)
+                row = await self._claim_for_step(run, worker_id, cached_shards, pool)
             if row is None and backup:
                 row = await self._claim_backup(run, worker_id)
             if row is None:  # nothing this step needs: recompute a result to check it
@@ -125,7 +148,7 @@ class LeasesRepo:
         return ClaimOutcome(status="leased", run=run, unit=unit)
 
     async def _claim_for_step(
-        self, run: Run, worker_id: int, cached_shards: Sequence[int]
+        self, run: Run, worker_id: int, cached_shards: Sequence[int], pool: int
     ) -> asyncpg.Record | None:
         """A pending unit, unless the results this step needs are already in or out.
 
@@ -133,7 +156,6 @@ class LeasesRepo:
         refused as stale: better the worker waits for the new weights (or takes a backup
         copy of a straggler). A version of pinned units needs every one of them.
         """
-        pool = await unit_pool(self.conn, run.run_id, run.iteration)
         if pool < 0:
             await lock_claim_gate(self.conn, run.run_id)  # count and lease as one
             in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
@@ -188,24 +210,8 @@ class LeasesRepo:
         """Extend every active lease of the worker by its run's lease time: how many, the
         latest new deadline, and its seconds left by the database's clock (what the worker
         paces by, so that its own clock never needs to agree with this one)."""
-        # Leases before the worker row: the order a result upload locks them in, so a
-        # heartbeat racing its own worker's upload cannot deadlock.
-        async with self.conn.transaction():
-            rows = await self.conn.fetch(
-                "UPDATE leases l SET deadline = now() + make_interval(secs => "
-                "(r.config->>'lease_seconds')::double precision) FROM runs r "
-                "WHERE l.worker_id = $1 AND l.status = 'active' AND r.run_id = l.run_id "
-                "AND l.deadline >= now() RETURNING l.deadline, "
-                "extract(epoch FROM l.deadline - clock_timestamp())::double precision "
-                "AS seconds_left",
-                worker_id,
-            )
-            await self.conn.execute(
-                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
-            )
-        deadline = max((r["deadline"] for r in rows), default=None)
-        seconds_left = max((r["seconds_left"] for r in rows), default=None)
-        return len(rows), deadline, seconds_left
+        row = await self.conn.fetchrow(_HEARTBEAT, worker_id)
+        return row["extended"], row["deadline"], row["seconds_left"]
 
     async def get(self, *, lease_id: UUID) -> Lease | None:
         record = await self.conn.fetchrow(

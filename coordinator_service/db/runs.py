@@ -29,6 +29,17 @@ async def lock_run_shared(conn: asyncpg.Connection, run_id: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _RUN_LOCK_CLASS, run_id)
 
 
+async def lock_live_run_shared(conn: asyncpg.Connection) -> int | None:
+    """Inside a transaction: the live (active or paused) run's id, with its lock held
+    shared as by ``lock_run_shared``, in one round trip. Read the run's row after this,
+    in a statement of its own: only that one sees a step that committed meanwhile."""
+    return await conn.fetchval(
+        "SELECT run_id, pg_advisory_xact_lock_shared($1, run_id::integer) FROM runs "
+        "WHERE status IN ('active', 'paused')",
+        _RUN_LOCK_CLASS,
+    )
+
+
 async def lock_run_exclusive(conn: asyncpg.Connection, run_id: int) -> None:
     """Inside a transaction: waits for claims and uploads in flight, holds off new ones."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _RUN_LOCK_CLASS, run_id)
@@ -45,15 +56,17 @@ async def lock_claim_gate(conn: asyncpg.Connection, run_id: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _CLAIM_GATE_CLASS, run_id)
 
 
-async def unit_pool(conn: asyncpg.Connection, run_id: int, iteration: int) -> int:
-    """Which units an iteration hands out: its pinned ones (the repeats of a synchronous
-    G phase, by their ``pinned_iteration``), or the epoch's pool (-1)."""
-    pinned = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND pinned_iteration = $2)",
-        run_id,
-        iteration,
-    )
-    return iteration if pinned else -1
+# Which units an iteration hands out: its pinned ones (the repeats of a synchronous G
+# phase, by their ``pinned_iteration``), or the epoch's pool (-1). Over a `runs` row.
+UNIT_POOL = (
+    "CASE WHEN EXISTS (SELECT 1 FROM work_units u WHERE u.run_id = runs.run_id "
+    "AND u.pinned_iteration = runs.iteration) THEN runs.iteration ELSE -1 END"
+)
+
+
+async def unit_pool(conn: asyncpg.Connection, run_id: int) -> int:
+    """The run's current ``UNIT_POOL``."""
+    return await conn.fetchval(f"SELECT {UNIT_POOL} FROM runs WHERE run_id = $1", run_id)
 
 
 async def return_to_pool(conn: asyncpg.Connection, unit_ids: Sequence[int]) -> int:
@@ -179,7 +192,7 @@ class RunsRepo:
             """,
             run_id,
             iteration,
-            await unit_pool(self.conn, run_id, iteration),
+            await unit_pool(self.conn, run_id),
         )
         return StepReadiness.of(record)
 
