@@ -80,8 +80,8 @@ FOR UPDATE OF u SKIP LOCKED
 
 # One statement, the heartbeat being the most frequent request. Leases before the worker
 # row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's data-modifying
-# parts in no fixed order, but the worker row's UPDATE reads `extended` in its WHERE, so
-# its scan cannot reach the row before every lease is extended (and locked).
+# parts in no fixed order (and always to the end), but the worker row's UPDATE reads
+# `extended` in its WHERE, so it cannot reach the row before every lease is extended.
 _HEARTBEAT = """
 WITH extended AS (
     UPDATE leases l SET deadline = now() + make_interval(
@@ -94,10 +94,9 @@ WITH extended AS (
 ), stamped AS (
     UPDATE workers SET last_heartbeat = now()
     WHERE worker_id = $1 AND (SELECT count(*) FROM extended) >= 0
-    RETURNING worker_id
 )
 SELECT count(*)::integer AS extended, max(deadline) AS deadline,
-       max(seconds_left) AS seconds_left, (SELECT count(*) FROM stamped) AS stamped
+       max(seconds_left) AS seconds_left
 FROM extended
 """
 
