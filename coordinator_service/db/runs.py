@@ -64,11 +64,6 @@ UNIT_POOL = (
 )
 
 
-async def unit_pool(conn: asyncpg.Connection, run_id: int) -> int:
-    """The run's current ``UNIT_POOL``."""
-    return await conn.fetchval(f"SELECT {UNIT_POOL} FROM runs WHERE run_id = $1", run_id)
-
-
 async def return_to_pool(conn: asyncpg.Connection, unit_ids: Sequence[int]) -> int:
     """Leased units left with no active lease go back to pending (inside a transaction)."""
     if not unit_ids:
@@ -181,18 +176,18 @@ class RunsRepo:
     async def readiness(self, *, run_id: int, iteration: int) -> StepReadiness:
         """What the aggregator's step rule looks at."""
         record = await self.conn.fetchrow(
-            """
+            f"""
             SELECT
               (SELECT count(*) FROM results
                 WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL) AS accepted,
               (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'pending'
-                AND coalesce(pinned_iteration, -1) = $3) AS pending,
+                AND coalesce(pinned_iteration, -1) =
+                    (SELECT {UNIT_POOL} FROM runs WHERE run_id = $1)) AS pending,
               (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'leased')
                 AS outstanding
             """,
             run_id,
             iteration,
-            await unit_pool(self.conn, run_id),
         )
         return StepReadiness.of(record)
 
