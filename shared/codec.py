@@ -112,7 +112,7 @@ def encode_result(result: UnitResult, dtype: torch.dtype = torch.float32) -> byt
         **{name: repr(value) for name, value in vars(result.metrics).items() if value is not None},
         **{f"extra.{k}": v for k, v in result.extra.items()},
     }
-    return st_save(tensors, metadata)
+    return _save(tensors, metadata)
 
 
 def decode_result(
@@ -179,7 +179,7 @@ def encode_snapshot(
         tensors.update({_EXP_AVG_SQ + k: _f32(v) for k, v in optimizer.exp_avg_sq.items()})
         if optimizer.momentum is not None:
             tensors.update({_MOMENTUM + k: _f32(v) for k, v in optimizer.momentum.items()})
-    return st_save(tensors, meta)
+    return _save(tensors, meta)
 
 
 def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
@@ -239,9 +239,7 @@ def select_snapshot(data: bytes, networks: Sequence[str]) -> bytes:
         new_header[name] = {**header[name], "data_offsets": [offset, offset + stop - start]}
         offset += stop - start
     new_header["__metadata__"] = {**metadata, "networks": ",".join(networks)}
-    raw = json.dumps(new_header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data to 8 bytes
-    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+    return _frame(new_header, b"".join(chunks))
 
 
 def decode_partial_snapshot(data: bytes, spec: StateSpec, networks: Sequence[str]) -> Snapshot:
@@ -274,6 +272,25 @@ def read_metadata(data: bytes) -> dict[str, str]:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _save(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
+    """safetensors bytes that depend on the values alone: the same state gives the same
+    bytes, so its ETag (a hash of them) names it, and a replay can prove it reached it.
+
+    The library writes its metadata from a Rust HashMap, whose order changes from one
+    call to the next; the header is written again here with its keys sorted.
+    """
+    data = st_save(dict(tensors), dict(metadata))
+    (length,) = struct.unpack("<Q", data[:8])
+    return _frame(json.loads(data[8 : 8 + length]), data[8 + length :])
+
+
+def _frame(header: Mapping[str, object], body: bytes) -> bytes:
+    """A header (sorted keys) and the tensor bytes it describes, as one safetensors body."""
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw + body
 
 
 def _f32(t: Tensor) -> Tensor:
