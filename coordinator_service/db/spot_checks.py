@@ -21,7 +21,7 @@ import asyncpg
 
 from coordinator_service.db.models import Run
 from coordinator_service.db.runs import lock_run_shared
-from coordinator_service.db.workers import WorkersRepo
+from coordinator_service.db.workers import WorkersRepo, lock_workers
 
 FLAG_PARTNERS = 2  # distinct workers a worker's results must disagree with to be flagged
 
@@ -130,6 +130,13 @@ class SpotChecksRepo:
             if run_id is None:
                 return None
             await lock_run_shared(self.conn, run_id)
+            # Either worker may be flagged below: their standing locks before any row.
+            checked = await self.conn.fetchval(
+                "SELECT r.worker_id FROM leases l JOIN results r ON r.lease_id = l.check_of "
+                "WHERE l.lease_id = $1",
+                lease_id,
+            )
+            await lock_workers(self.conn, [worker_id] if checked is None else [worker_id, checked])
             lease = await self.conn.fetchrow(
                 "SELECT status, check_of FROM leases "
                 "WHERE lease_id = $1 AND worker_id = $2 AND check_of IS NOT NULL FOR UPDATE",

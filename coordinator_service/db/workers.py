@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
@@ -9,6 +10,25 @@ import asyncpg
 from coordinator_service.db.models import Worker
 from coordinator_service.db.runs import lock_run_shared, return_to_pool
 from shared.protocol import HardwareInfo, RevokeResponse
+
+# A worker's standing (revoked, flagged) changes under a lock of its own, taken right
+# after the run lock and before any row: both shut the worker out, locking its leases,
+# then its results (and, by cascade, their spot checks), and a verdict that flags it
+# already holds a spot check of its result. Without this lock an instructor's revoke
+# and that verdict took the two in opposite orders and PostgreSQL aborted one.
+_WORKER_LOCK_CLASS = 0x574B  # "WK"
+
+
+async def lock_workers(conn: asyncpg.Connection, worker_ids: Iterable[int]) -> None:
+    """Inside a transaction: the standing locks of these workers, in ascending id order
+    (so two transactions that each take two never wait on each other in a circle)."""
+    for worker_id in sorted(set(worker_ids)):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, ($2::bigint % 2147483647)::integer)",
+            _WORKER_LOCK_CLASS,
+            worker_id,
+        )
+
 
 _WORKER_COLUMNS = (
     "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat, flagged_at"
@@ -91,6 +111,7 @@ class WorkersRepo:
             )
             if live is not None:  # the lock order of a step: run, then rows
                 await lock_run_shared(self.conn, live)
+            await lock_workers(self.conn, [worker_id])
             if not await self.conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id = $1)", worker_id
             ):
@@ -130,9 +151,10 @@ class WorkersRepo:
 
     async def flag(self, *, worker_id: int, reason: str) -> bool:
         """Flag a worker whose results spot checks found wrong (inside a transaction
-        holding the run lock shared): it gets 403 ``worker_flagged`` until the instructor
-        clears or revokes it, and its results not yet folded are quarantined, i.e.
-        dropped, their images back in the pool for others. False if already flagged."""
+        holding the run lock shared and the worker's :func:`lock_workers`): it gets 403
+        ``worker_flagged`` until the instructor clears or revokes it, and its results
+        not yet folded are quarantined, i.e. dropped, their images back in the pool for
+        others. False if already flagged."""
         if await self.conn.fetchval(
             "SELECT flagged_at IS NOT NULL FROM workers WHERE worker_id = $1", worker_id
         ):

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 
+import asyncpg
 import httpx
 import pytest
 
@@ -202,3 +203,91 @@ def test_a_check_lease_outlives_the_steps_after_it(
     assert answer.status_code == 200, answer.text
     assert _checks(coordinator)[first[0].unit_id] == ("agreed", 0.0)
     assert _flagged(coordinator) == []
+
+
+def test_a_revoke_racing_the_verdict_that_flags_the_same_worker(
+    coordinator: RunningCoordinator, clients: dict[str, httpx.Client]
+) -> None:
+    """The instructor revokes eve while bob's check is about to flag her: both shut her
+    out (her leases, then her results and, by cascade, their spot checks), and the
+    verdict already holds the spot check of her result. A third connection holds her
+    lease so that the revoke waits first and the verdict second, the order in which the
+    two used to deadlock; now one waits for the other, nothing is answered 5xx and
+    PostgreSQL's deadlock counter does not move."""
+    ada, bob, eve = clients["ada"], clients["bob"], clients["eve"]
+    units = [_claim(eve), _claim(ada), _claim(bob), _claim(ada)]
+    for client, unit in zip((eve, ada, bob, ada), units, strict=True):
+        assert upload(client, unit, _compute(client, unit, lie=client is eve)).status_code == 200
+    wait_for_version(ada, 1)
+    g_eve = _claim(eve)
+    assert upload(eve, g_eve, _compute(eve, g_eve, lie=True)).status_code == 200
+    for client in (ada, bob, ada):
+        _claim(client)  # the G phase's other units, out
+    check = _claim(ada)  # eve's first partner
+    assert check.unit_id == units[0].unit_id
+    assert upload(ada, check, _compute(ada, check)).status_code == 200
+    held = _claim(eve)  # a check of ada's unit: eve's one active lease, held below
+    check = _claim(bob)  # ada's second unit (his own is not his to check)
+    assert upload(bob, check, _compute(bob, check)).status_code == 200
+    check = _claim(bob)  # eve's G-phase result: bob becomes her second partner
+    assert (check.unit_id, check.iteration) == (g_eve.unit_id, 1)
+    body = _compute(bob, check)
+    eve_id = {w["name"]: w for w in httpx.get(coordinator.api + "/leaderboard").json()}["eve"][
+        "worker_id"
+    ]
+
+    async def race() -> tuple[int, int, int]:
+        conn = await asyncpg.connect(coordinator.database_url)
+        try:
+            before = await conn.fetchval(_DEADLOCKS)
+            blocker = conn.transaction()
+            await blocker.start()
+            await conn.execute(
+                "SELECT 1 FROM leases WHERE unit_id = $1 AND worker_id = $2 "
+                "AND status = 'active' FOR UPDATE",
+                held.unit_id,
+                eve_id,
+            )
+            admin = coordinator.admin()
+            revoke = asyncio.create_task(asyncio.to_thread(
+                admin.post, f"/admin/workers/{eve_id}/revoke"
+            ))  # fmt: skip
+            await _until_waiting(1)
+            verdict = asyncio.create_task(asyncio.to_thread(upload, bob, check, body))
+            await _until_waiting(2)
+            await blocker.commit()
+            revoked, checked = await revoke, await verdict
+            admin.close()
+            deadlocks = await conn.fetchval(_DEADLOCKS) - before
+            return revoked.status_code, checked.status_code, deadlocks
+        finally:
+            await conn.close()
+
+    async def _until_waiting(count: int) -> None:
+        watcher = await asyncpg.connect(coordinator.database_url)
+        try:
+            for _ in range(300):
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if waiting >= count:
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"fewer than {count} requests ever waited for the held lease")
+        finally:
+            await watcher.close()
+
+    revoked, checked, deadlocks = asyncio.run(race())
+    assert revoked == 200
+    assert checked < 500
+    assert deadlocks == 0
+    assert eve.post("/work-units/claim", json={}).json()["code"] == "worker_revoked"
+    rows = asyncio.run(fetch(
+        coordinator.database_url,
+        "SELECT count(*) AS n FROM results WHERE worker_id = $1 AND consumed_at IS NULL", eve_id,
+    ))  # fmt: skip
+    assert rows[0]["n"] == 0  # her open result is dropped, its unit back in the pool
+
+
+_DEADLOCKS = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
