@@ -13,6 +13,11 @@ class Metrics:
         self.claims = Counter(
             "gan_claims", "Claims answered, by outcome", ["outcome"], registry=self.registry
         )
+        self.claim_lookups = Counter(
+            "gan_claim_lookups",
+            "Claim transactions run (a long-polling claim looks again each time it is woken)",
+            registry=self.registry,
+        )
         self.results = Counter(
             "gan_results", "Result uploads, by outcome code", ["outcome"], registry=self.registry
         )

@@ -80,13 +80,23 @@ async def claim(
     while True:
         # Taken before looking, so a version published while we look still wakes us.
         ticket = state.publications.ticket()
-        async with state.pool.acquire() as conn:  # no connection is held while waiting
-            outcome = await LeasesRepo(conn).claim(worker_id=worker.worker_id, cached_shards=cached)
-        remaining = deadline - time.monotonic()
-        if outcome.unit is not None or outcome.status in ("finished", "no_run") or remaining <= 0:
-            break
-        # While this process hears no notifications, look again every second.
-        await wait_for(ticket, remaining if state.listening else min(1.0, remaining))
+        try:
+            async with state.pool.acquire() as conn:  # no connection is held while waiting
+                outcome = await LeasesRepo(conn).claim(
+                    worker_id=worker.worker_id, cached_shards=cached
+                )
+            state.metrics.claim_lookups.inc()
+            remaining = deadline - time.monotonic()
+            if outcome.unit is not None or outcome.status in ("finished", "no_run") or (
+                remaining <= 0
+            ):
+                break
+            # While this process hears no notifications, look again every second.
+            await wait_for(ticket, remaining if state.listening else min(1.0, remaining))
+        finally:
+            state.publications.forget(ticket)
+    if outcome.unit is not None:
+        state.publications.pass_on()  # there may be more work: the next claim in line looks
     state.metrics.claims.labels(outcome.status).inc()
     if outcome.status == "finished":
         raise CoordinatorError("run_finished")

@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from coordinator_service.publications import WAVE
 from shared.protocol import WorkUnit
 from tests.conftest import NARROW_RUN, RunningCoordinator
 from tests.coordinator_service.helpers import claim, database_fingerprint, fake_body, fetch, upload
+from tests.coordinator_service.test_dashboard_api import metric
 
 TWENTY_UNITS = {**NARROW_RUN, "dataset": {"size": 320, "shard_size": 320}}  # 20 units of 16
 ONE_UNIT = {**NARROW_RUN, "dataset": {"size": 16, "shard_size": 16}}
@@ -155,6 +157,46 @@ def test_a_waiting_claim_gets_the_next_phase_as_soon_as_it_is_published(
     # The G phase of the same images, handed out by the fold, not by the 25 s timeout.
     assert (g_phase.iteration, g_phase.image_indices) == (1, d_phase.image_indices)
     assert time.monotonic() - asked < 25 and time.monotonic() > uploaded
+
+
+def test_a_publication_wakes_a_wave_of_waiting_claims_not_the_whole_class(
+    coordinator: RunningCoordinator,
+) -> None:
+    """30 claims wait for a version that brings one unit: one gets it at once, and the
+    publication wakes only the longest-waiting few (``WAVE``, then one more for the claim
+    that got work), not all 30 (a thundering herd of claim transactions)."""
+    first = coordinator.client(coordinator.register("ada"))
+    tokens = [coordinator.register(f"w{i}") for i in range(30)]
+    coordinator.start_run(**ONE_UNIT, units_per_step=1)
+    d_phase = claim(first)
+    assert d_phase is not None
+
+    def lookups() -> float:
+        return metric(httpx.get(coordinator.url + "/metrics").text, "gan_claim_lookups_total")
+
+    async def scenario() -> tuple[float, list[int], float]:
+        async with httpx.AsyncClient(base_url=coordinator.api, timeout=60) as client:
+            waiting = [asyncio.create_task(client.post(
+                "/work-units/claim", json={}, params={"wait": 15},
+                headers={"Authorization": f"Bearer {token}"},
+            )) for token in tokens]  # fmt: skip
+            while await asyncio.to_thread(lookups) < 1 + len(tokens):
+                await asyncio.sleep(0.05)  # every claim looked once and now waits
+            before = await asyncio.to_thread(lookups)
+            assert (await asyncio.to_thread(upload, first, d_phase, fake_body(d_phase))).is_success
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(1.0)  # what else the publication woke has looked by now
+            woken = await asyncio.to_thread(lookups) - before
+            answered = [t.result().status_code for t in waiting if t.done()]
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            return woken, answered, before
+
+    woken, answered, _ = asyncio.run(scenario())
+    assert answered == [200]  # the G phase's one unit, and nobody else answered yet
+    assert woken <= WAVE + 1
+    assert woken < 30, "every waiting claim looked again"
 
 
 def test_a_waiting_claim_with_nothing_to_do_answers_204_when_its_time_is_up(
