@@ -90,7 +90,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "aggregation_trim": ("aggregation_trim", float),
     "spot_checks": ("spot_check_fraction", float),
     "spot_check_tolerance": ("spot_check_tolerance", float),
-    # local-steps runs (--result-kind local_steps) only
+    # local-steps runs (--result-kind local_steps or async_local_steps) only
     "inner_steps": ("inner_steps", int),
     "inner_lr": ("inner_lr", float),
     "inner_beta1": ("inner_beta1", float),
@@ -99,6 +99,9 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "outer_momentum": ("outer_momentum", float),
     "outer_nesterov": ("outer_nesterov", _yes_no),
     "inner_optimizer": ("inner_optimizer", str),
+    # asynchronous runs (--result-kind async_local_steps) only
+    "max_staleness": ("max_staleness", int),
+    "staleness_exponent": ("staleness_exponent", float),
 }
 DATASET_OPTIONS = {
     "dataset_size": "size",

@@ -21,7 +21,8 @@ LEASE_HEADER = "X-Lease-Id"
 # client's read timeout and any proxy's idle timeout.
 MAX_CLAIM_WAIT = 30.0
 
-ResultKind = Literal["synchronous", "local_steps"]
+ResultKind = Literal["synchronous", "local_steps", "async_local_steps"]
+LOCAL_KINDS = ("local_steps", "async_local_steps")  # kinds that train H steps per unit
 WireDtype = Literal["float32", "float16", "bfloat16"]
 Aggregation = Literal["mean", "trimmed_mean", "median", "multi_krum"]
 InnerOptimizerMode = Literal["per_unit", "per_worker"]
@@ -304,7 +305,9 @@ class RunConfig(_Model):
     result_kind: ResultKind = Field(
         default="synchronous",
         description="how the class trains: synchronous (the textbook D then G step, DDP's "
-        "semantics) or local_steps (DiLoCo)",
+        "semantics), local_steps (DiLoCo: units_per_step units from the same weights, then "
+        "one outer step) or async_local_steps (no barrier: every units_per_step results "
+        "fold as they arrive, weighted by their staleness)",
     )
     result_dtype: WireDtype = Field(default="float32", description="what results travel in")
     aggregation: Aggregation = Field(
@@ -369,6 +372,21 @@ class RunConfig(_Model):
         "the worker's units while it runs, as DiLoCo does (default per_unit)",
     )
 
+    max_staleness: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="async_local_steps: a result computed more than this many versions "
+        "before the current one is refused and its images go back to the pool (default 64)",
+    )
+    staleness_exponent: float | None = Field(
+        default=None,
+        ge=0,
+        le=8,
+        description="async_local_steps: a result s versions old counts (s + 1) ** -a of a "
+        "fresh one in its fold (FedAsync's polynomial weight; default a = 0.5)",
+    )
+
     @model_validator(mode="after")
     def _local_steps_options(self) -> RunConfig:
         if self.spot_check_fraction > 0 and self.result_kind != "synchronous":
@@ -378,11 +396,17 @@ class RunConfig(_Model):
                 "spot checks need synchronous runs: local steps amplify floating-point "
                 "differences between machines until honest results disagree"
             )
+        given = [name for name in ASYNC_DEFAULTS if getattr(self, name) is not None]
+        if given and self.result_kind != "async_local_steps":
+            raise ValueError(
+                f"{', '.join(given)} only apply to runs with result_kind 'async_local_steps'"
+            )
         given = [name for name in LOCAL_STEPS_DEFAULTS if getattr(self, name) is not None]
-        if self.result_kind != "local_steps":
+        if self.result_kind not in LOCAL_KINDS:
             if given:
                 raise ValueError(
-                    f"{', '.join(given)} only apply to runs with result_kind 'local_steps'"
+                    f"{', '.join(given)} only apply to runs with result_kind 'local_steps' "
+                    "or 'async_local_steps'"
                 )
             return self
         steps = -(-self.images_per_unit // self.batch_size)  # ceil: each image once
@@ -395,14 +419,22 @@ class RunConfig(_Model):
                 "images_per_unit to inner_steps x batch_size "
                 f"({self.inner_steps * self.batch_size}) or leave inner_steps out"
             )
-        for name, default in LOCAL_STEPS_DEFAULTS.items():
+        defaults = {**LOCAL_STEPS_DEFAULTS}
+        if self.result_kind == "async_local_steps":
+            defaults.update(ASYNC_DEFAULTS)
+        for name, default in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
         return self
 
+    def staleness_bound(self) -> int:
+        """How many versions old a result may be and still be accepted: 0 for the modes
+        with a barrier, whose every fold ends the leases of the version before."""
+        return (self.max_staleness or 0) if self.result_kind == "async_local_steps" else 0
+
     def local_steps_info(self) -> LocalStepsInfo | None:
         """What a worker of a local-steps run is told (None for a synchronous run)."""
-        if self.result_kind != "local_steps":
+        if self.result_kind not in LOCAL_KINDS:
             return None
         assert self.inner_steps is not None and self.inner_lr is not None
         assert self.inner_beta1 is not None and self.inner_beta2 is not None
@@ -427,6 +459,10 @@ LOCAL_STEPS_DEFAULTS: dict[str, object] = {
     "outer_nesterov": True,
     "inner_optimizer": "per_unit",
 }
+
+
+# An asynchronous run's defaults (besides the local-steps ones).
+ASYNC_DEFAULTS: dict[str, object] = {"max_staleness": 64, "staleness_exponent": 0.5}
 
 
 class RunStartRequest(_Model):
@@ -475,7 +511,7 @@ class HistoryEntry(_Model):
                     "iteration": 41, "epoch": 1, "g_loss": 2.31, "d_loss": 0.62,
                     "d_real_accuracy": 0.83, "d_fake_accuracy": 0.88, "num_results": 8,
                     "num_workers": 7, "num_images": 2560, "step_seconds": 0.41,
-                    "created_at": "2026-11-21T09:30:12Z",
+                    "staleness": 0, "created_at": "2026-11-21T09:30:12Z",
                 }
             ]
         },
@@ -492,6 +528,10 @@ class HistoryEntry(_Model):
     num_workers: int
     num_images: int
     step_seconds: float
+    staleness: int = Field(
+        default=0, ge=0,
+        description="how many versions old the fold's oldest result was (0 with a barrier)",
+    )  # fmt: skip
     created_at: datetime
 
 

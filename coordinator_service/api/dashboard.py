@@ -35,7 +35,7 @@ from coordinator_service.db.results import ResultsRepo
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.flops import flops_per_image
 from coordinator_service.training import engine
-from shared.protocol import API_PREFIX, UnitCounts
+from shared.protocol import API_PREFIX, LOCAL_KINDS, UnitCounts
 
 router = APIRouter(tags=["progress"])
 
@@ -67,7 +67,7 @@ async def status(conn: ConnDep) -> DashboardStatus:
         )  # fmt: skip
     config = run.config
     units = await RunsRepo(conn).unit_counts(run_id=run.run_id, epoch=run.epoch)
-    waiting = await ResultsRepo(conn).count_open(run_id=run.run_id, iteration=run.iteration)
+    waiting = await ResultsRepo(conn).count_open(run_id=run.run_id)
     # An ended run shows the rate of its last minutes, not a rate decaying to zero.
     totals = await DashboardRepo(conn).run_totals(
         run_id=run.run_id, window_seconds=THROUGHPUT_WINDOW_SECONDS, until=run.finished_at
@@ -82,7 +82,7 @@ async def status(conn: ConnDep) -> DashboardStatus:
         config.latent_dim, config.generator_features, config.discriminator_features
     ) / engine.strategy(config).versions_per_iteration
     in_epoch = units.pending + units.leased + units.done
-    local = config.result_kind == "local_steps"
+    local = config.result_kind in LOCAL_KINDS
     return DashboardStatus(
         state=_STATES[run.status],
         run=run.summary(),

@@ -53,16 +53,12 @@ class CoordinatorState:
         """Whether published versions wake long-polling claims (else they poll)."""
         return self.listener is not None and self.listener.connected
 
-    def hand_to_aggregator(
-        self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult
-    ) -> None:
+    def hand_to_aggregator(self, *, run_id: int, lease_id: UUID, result: UnitResult) -> None:
         """Give an accepted, decoded result to this process's aggregator, which saves it
         decoding the body again if it is the one that steps (the accepting transaction's
         notification wakes whichever process does)."""
         if self.aggregator is not None:
-            self.aggregator.remember(
-                run_id=run_id, iteration=iteration, lease_id=lease_id, result=result
-            )
+            self.aggregator.remember(run_id=run_id, lease_id=lease_id, result=result)
 
 
 def hash_token(token: str) -> str:

@@ -196,9 +196,12 @@ async def _upload_result(
         raise CoordinatorError("worker_flagged")
     if lease.check_of is not None:
         return await _upload_check(lease, run, body, worker.worker_id, state)
-    if lease.status != "active" or lease.iteration != run.iteration:
+    too_old = run.iteration - lease.iteration > run.config.staleness_bound()
+    if lease.status == "active" and too_old:
+        await _end_stale(lease, state)
+    if lease.status != "active" or too_old:
         code = {"expired": "lease_expired", "superseded": "unit_completed"}.get(
-            lease.status, "stale_iteration" if lease.iteration != run.iteration else "lease_lost"
+            lease.status, "stale_iteration" if too_old else "lease_lost"
         )
         raise CoordinatorError(code)
     result = await asyncio.to_thread(_decode_for, lease, run, body)
@@ -213,25 +216,36 @@ async def _upload_result(
     )  # fmt: skip
     if problem is not None:
         raise CoordinatorError("result_out_of_bounds", f"The result was refused: {problem}.")
-    async with state.pool.acquire() as conn:
-        accepted = await ResultsRepo(conn).accept(
-            lease_id=lease_key,
-            worker_id=worker.worker_id,
-            kind=result.kind,
-            num_samples=result.num_samples,
-            body=body,
-            norms=norms,
-            metrics=ResultMetrics(**vars(result.metrics)),
-            spot_check=_spot_check.random() < run.config.spot_check_fraction,
-        )
+    try:
+        async with state.pool.acquire() as conn:
+            accepted = await ResultsRepo(conn).accept(
+                lease_id=lease_key,
+                worker_id=worker.worker_id,
+                kind=result.kind,
+                num_samples=result.num_samples,
+                body=body,
+                norms=norms,
+                metrics=ResultMetrics(**vars(result.metrics)),
+                spot_check=_spot_check.random() < run.config.spot_check_fraction,
+                max_staleness=run.config.staleness_bound(),
+            )
+    except CoordinatorError as exc:
+        if exc.code == "stale_iteration":  # too old by now: an asynchronous run folded meanwhile
+            await _end_stale(lease, state)
+        raise
     if accepted.duplicate:  # a simultaneous repeat of the upload that was accepted
         return _answer(accepted, duplicate=True)
     state.metrics.results.labels("accepted").inc()
     state.metrics.result_bytes.inc(len(body))
-    state.hand_to_aggregator(
-        run_id=run.run_id, iteration=lease.iteration, lease_id=lease_key, result=result
-    )
+    state.hand_to_aggregator(run_id=run.run_id, lease_id=lease_key, result=result)
     return _answer(accepted, duplicate=False)
+
+
+async def _end_stale(lease: Lease, state: StateDep) -> None:
+    """A lease whose result is too old ends, and its images go to a worker with newer
+    weights (with a barrier the step has done so already)."""
+    async with state.pool.acquire() as conn:
+        await LeasesRepo(conn).end_stale(lease_id=lease.lease_id)
 
 
 def _decode_for(lease: Lease, run: Run, body: bytes) -> UnitResult:

@@ -153,9 +153,10 @@ class LeasesRepo:
 
         A unit leased beyond that would be computed on weights about to be replaced and
         refused as stale: better the worker waits for the new weights (or takes a backup
-        copy of a straggler). A version of pinned units needs every one of them.
+        copy of a straggler). A version of pinned units needs every one of them. An
+        asynchronous run has no such step: any pending unit, against the newest weights.
         """
-        if pool < 0:
+        if pool < 0 and run.config.staleness_bound() == 0:  # no gate without a barrier
             await lock_claim_gate(self.conn, run.run_id)  # count and lease as one
             in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
             if in_or_out >= run.config.units_per_step:
@@ -225,6 +226,24 @@ class LeasesRepo:
         return bool(
             await self.conn.fetchval("SELECT 1 FROM work_units WHERE unit_id = $1", unit_id)
         )
+
+    async def end_stale(self, *, lease_id: UUID) -> None:
+        """End a lease whose result came too many versions late (an asynchronous run's):
+        its images go back to the pool for a worker with newer weights."""
+        async with self.conn.transaction():
+            run_id = await self.conn.fetchval(
+                "SELECT run_id FROM leases WHERE lease_id = $1", lease_id
+            )
+            if run_id is None:
+                return
+            await lock_run_shared(self.conn, run_id)
+            row = await self.conn.fetchrow(
+                "UPDATE leases SET status = 'stale', ended_at = now() "
+                "WHERE lease_id = $1 AND status = 'active' RETURNING unit_id",
+                lease_id,
+            )
+            if row is not None:
+                await return_to_pool(self.conn, [row["unit_id"]])
 
     async def release(self, *, lease_id: UUID, worker_id: int, unit_id: int) -> bool:
         """Give an active lease back; False if it was not this worker's active lease."""

@@ -47,8 +47,10 @@ class ResultsRepo:
         metrics: ResultMetrics,
         norms: Sequence[float] = (),
         spot_check: bool = False,
+        max_staleness: int = 0,
     ) -> AcceptedResult:
-        """Store a validated result if its lease is still active at the run's iteration.
+        """Store a validated result if its lease is still active and its version at most
+        ``max_staleness`` versions behind the run's (0: the run's own, a barrier mode's).
 
         Re-checks everything under row locks: the upload was validated outside any
         transaction, and a step, an expiry or a backup's result may have happened since.
@@ -81,7 +83,7 @@ class ResultsRepo:
                     return previous.model_copy(update={"duplicate": True})
             if lease["status"] != "active":
                 raise CoordinatorError(_ENDED_LEASE_CODES.get(lease["status"], "lease_lost"))
-            if lease["iteration"] != run_iteration:
+            if run_iteration - lease["iteration"] > max_staleness:
                 raise CoordinatorError("stale_iteration")
             unit_status = await self.conn.fetchval(
                 "SELECT status FROM work_units WHERE unit_id = $1 FOR UPDATE", lease["unit_id"]
@@ -141,24 +143,24 @@ class ResultsRepo:
         )
         return [list(r["norms"]) for r in records]
 
-    async def open_for(self, *, run_id: int, iteration: int) -> list[OpenResult]:
-        """Accepted, unconsumed results of one iteration, in unit order (a fixed sum order)."""
+    async def open_for(self, *, run_id: int) -> list[OpenResult]:
+        """Accepted, unconsumed results, in unit order (a fixed sum order). With a barrier
+        they are all of the run's version; an asynchronous run's may be older."""
         records = await self.conn.fetch(
             "SELECT lease_id, unit_id, worker_id, num_samples FROM results "
-            "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL ORDER BY unit_id",
+            "WHERE run_id = $1 AND consumed_at IS NULL ORDER BY unit_id",
             run_id,
-            iteration,
         )
         return [OpenResult.of(r) for r in records]
 
-    async def folded_into(self, *, run_id: int, iteration: int) -> list[bytes | None]:
-        """The bodies a committed fold of ``iteration`` consumed, in its sum order (None
+    async def folded_into(self, *, run_id: int, version: int) -> list[bytes | None]:
+        """The bodies the committed fold of ``version`` consumed, in its sum order (None
         where a later checkpoint already dropped one)."""
         records = await self.conn.fetch(
-            "SELECT body FROM results WHERE run_id = $1 AND iteration = $2 "
-            "AND consumed_at IS NOT NULL ORDER BY unit_id",
+            "SELECT body FROM results WHERE run_id = $1 AND folded_version = $2 "
+            "ORDER BY unit_id",
             run_id,
-            iteration,
+            version,
         )
         return [r["body"] for r in records]
 
@@ -169,12 +171,11 @@ class ResultsRepo:
         )
         return {r["lease_id"]: r["body"] for r in records}
 
-    async def count_open(self, *, run_id: int, iteration: int) -> int:
+    async def count_open(self, *, run_id: int) -> int:
+        """Results waiting for the next fold."""
         return int(
             await self.conn.fetchval(
-                "SELECT count(*) FROM results "
-                "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL",
+                "SELECT count(*) FROM results WHERE run_id = $1 AND consumed_at IS NULL",
                 run_id,
-                iteration,
             )
         )

@@ -173,13 +173,13 @@ class RunsRepo:
                 )
         return Run.of(record)
 
-    async def readiness(self, *, run_id: int, iteration: int) -> StepReadiness:
+    async def readiness(self, *, run_id: int) -> StepReadiness:
         """What the aggregator's step rule looks at."""
         record = await self.conn.fetchrow(
             f"""
             SELECT
               (SELECT count(*) FROM results
-                WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL) AS accepted,
+                WHERE run_id = $1 AND consumed_at IS NULL) AS accepted,
               (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'pending'
                 AND coalesce(pinned_iteration, -1) =
                     (SELECT {UNIT_POOL} FROM runs WHERE run_id = $1)) AS pending,
@@ -187,7 +187,6 @@ class RunsRepo:
                 AS outstanding
             """,
             run_id,
-            iteration,
         )
         return StepReadiness.of(record)
 

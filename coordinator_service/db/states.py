@@ -43,6 +43,9 @@ class StepWrite(BaseModel):
     # G phase needs the same images' noise).
     repeat_units: bool = False
     versions_per_iteration: int = 1
+    # A barrier: leases still out were for this version and end with it. Without one
+    # (an asynchronous run) they go on, and their results fold into a later version.
+    ends_leases: bool = True
 
 
 class StepOutcome(BaseModel):
@@ -98,7 +101,8 @@ class StatesRepo:
     ) -> list[HistoryEntry]:
         records = await self.conn.fetch(
             "SELECT iteration, epoch, g_loss, d_loss, d_real_accuracy, d_fake_accuracy, "
-            "num_results, num_workers, num_images, step_seconds, created_at FROM history "
+            "num_results, num_workers, num_images, step_seconds, staleness, created_at "
+            "FROM history "
             "WHERE run_id = $1 AND iteration >= $2 ORDER BY iteration LIMIT $3",
             run_id,
             since,
@@ -133,10 +137,8 @@ class StatesRepo:
             if run is None or run["status"] != "active" or run["iteration"] != step.iteration:
                 raise StepConflict("the run is no longer at this iteration")
             open_ids = await conn.fetch(
-                "SELECT lease_id FROM results "
-                "WHERE run_id = $1 AND iteration = $2 AND consumed_at IS NULL",
+                "SELECT lease_id FROM results WHERE run_id = $1 AND consumed_at IS NULL",
                 step.run_id,
-                step.iteration,
             )
             if {r["lease_id"] for r in open_ids} != set(step.result_ids):
                 raise StepConflict("results arrived or were dropped while the step was computed")
@@ -153,37 +155,42 @@ class StatesRepo:
             h = step.history
             await conn.execute(
                 "INSERT INTO history (run_id, iteration, epoch, g_loss, d_loss, d_real_accuracy, "
-                "d_fake_accuracy, num_results, num_workers, num_images, step_seconds, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, clock_timestamp())",
+                "d_fake_accuracy, num_results, num_workers, num_images, step_seconds, staleness, "
+                "created_at) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp())",
                 step.run_id, step.iteration, run["epoch"], h.g_loss, h.d_loss,
                 h.d_real_accuracy, h.d_fake_accuracy, h.num_results, h.num_workers,
-                h.num_images, h.step_seconds,
+                h.num_images, h.step_seconds, h.staleness,
             )  # fmt: skip
-            # Leases still out were computed against W_t: their results can only be
-            # stale, so their images go back into the epoch right away. (A spot check's
-            # lease is for its own version and stays.)
-            await conn.execute(
-                "UPDATE leases SET status = 'stale', ended_at = now() "
-                "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
-                step.run_id,
-            )
-            await conn.execute(
-                "UPDATE work_units SET status = 'pending' WHERE run_id = $1 AND status = 'leased'",
-                step.run_id,
-            )
+            if step.ends_leases:
+                # Leases still out were computed against W_t: their results can only be
+                # stale, so their images go back into the epoch right away. (A spot
+                # check's lease is for its own version and stays.)
+                await conn.execute(
+                    "UPDATE leases SET status = 'stale', ended_at = now() "
+                    "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
+                    step.run_id,
+                )
+                await conn.execute(
+                    "UPDATE work_units SET status = 'pending' "
+                    "WHERE run_id = $1 AND status = 'leased'",
+                    step.run_id,
+                )
             await self._pin_units(step, new_iteration)
             # The results are in W_t+1 now. Their rows stay (a repeat upload is answered
             # from them); their bodies are the log that replays this version until a
             # checkpoint covers it, and only then are they dropped.
             await conn.execute(
-                "UPDATE results SET consumed_at = now() WHERE lease_id = ANY($1::uuid[])",
+                "UPDATE results SET consumed_at = now(), folded_version = $2 "
+                "WHERE lease_id = ANY($1::uuid[])",
                 step.result_ids,
+                step.iteration,
             )
             if step.checkpoint is not None:
                 # ... except the bodies spot checks still compare against.
                 await conn.execute(
-                    "UPDATE results r SET body = NULL WHERE run_id = $1 AND iteration < $2 "
-                    "AND consumed_at IS NOT NULL AND body IS NOT NULL AND NOT EXISTS "
+                    "UPDATE results r SET body = NULL WHERE run_id = $1 "
+                    "AND folded_version < $2 AND body IS NOT NULL AND NOT EXISTS "
                     "(SELECT 1 FROM spot_checks c WHERE c.result_lease_id = r.lease_id "
                     " AND c.status IN ('open', 'leased'))",
                     step.run_id,
@@ -209,6 +216,14 @@ class StatesRepo:
                         conn, run_id=step.run_id, epoch=epoch, units=plan_epoch(epoch)
                     )
             status = "finished" if finished else "active"
+            if finished and not step.ends_leases:
+                # The last fold of a run without a barrier: what is still being computed
+                # can count nowhere now, so it is not accepted either.
+                await conn.execute(
+                    "UPDATE leases SET status = 'stale', ended_at = now() "
+                    "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
+                    step.run_id,
+                )
             await conn.execute(
                 "UPDATE runs SET iteration = $2, epoch = $3, status = $4, "
                 "iteration_started_at = now(), "

@@ -73,6 +73,7 @@ const STATE_LABELS = {
 const MODE_LABELS = {
   synchronous: "mode: synchronous (D step, then G against the new D)",
   local_steps: "mode: local steps (DiLoCo)",
+  async_local_steps: "mode: asynchronous local steps (no barrier)",
 };
 
 // A synchronous iteration publishes two versions (D phase, G phase); the API counts versions.
@@ -144,11 +145,15 @@ function renderStatus(s) {
     : Math.round(win / 60) + " min"}` : "");
   setText("t-gflops", hasRun ? fmtRate(s.throughput.gflops) : "–");
   // Mode: synchronous phases, or H local steps per unit and the outer steps so far.
-  const local = s.result_kind === "local_steps";
+  const local = s.result_kind === "local_steps" || s.result_kind === "async_local_steps";
   setText("t-mode", !hasRun ? "–" : local ? `H = ${s.inner_steps}` : "sync");
+  // Asynchronous: how many versions old the last fold's oldest result was.
+  const last = view.history.length ? view.history[view.history.length - 1] : null;
+  const stale = s.result_kind === "async_local_steps" && last
+    ? ` · last fold ${last.staleness} version${last.staleness === 1 ? "" : "s"} stale` : "";
   setText("t-mode-sub", !hasRun ? "" : (local
     ? `local steps · ${fmtInt(s.outer_steps)} outer step${s.outer_steps === 1 ? "" : "s"}`
-    : "D phase, then G phase") + ` · ${s.result_dtype}`);
+    : "D phase, then G phase") + ` · ${s.result_dtype}${stale}`);
   const perImage = s.result_bytes_per_image;
   setText("t-bytes", hasRun && perImage !== null ? fmtBytes(perImage) : "–");
   setText("t-bytes-sub", hasRun ? (perImage !== null ? "received per trained image"

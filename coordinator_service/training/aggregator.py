@@ -68,9 +68,9 @@ class Aggregator:
         self.metrics = metrics
         self.wake = asyncio.Event()  # set on every accepted result (notifications.RESULTS)
         self._state: engine.TrainingState | None = None
-        # Results decoded by a step attempt, reused by the next attempt of that iteration.
+        # Open results already decoded (by the upload or a step attempt), until folded.
         self._decoded: dict[UUID, UnitResult] = {}
-        self._decoded_for: tuple[int, int] | None = None
+        self._decoded_for: int | None = None  # the run they belong to
         self._last_sample: float | None = None  # monotonic time of the last grid drawn
         self._last_snapshot: float | None = None  # ... and of the last Adam state written
         self.problem: str | None = None  # the error that stops this aggregator, if any
@@ -110,11 +110,11 @@ class Aggregator:
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("could not record the aggregator's state on the run: %s", exc)
 
-    def remember(self, *, run_id: int, iteration: int, lease_id: UUID, result: UnitResult) -> None:
+    def remember(self, *, run_id: int, lease_id: UUID, result: UnitResult) -> None:
         """A result this process just accepted, already decoded: the step need not decode
         it again (the upload path validates by decoding, so this halves the decode work)."""
-        if self._decoded_for != (run_id, iteration):
-            self._decoded, self._decoded_for = {}, (run_id, iteration)
+        if self._decoded_for != run_id:
+            self._decoded, self._decoded_for = {}, run_id
         self._decoded[lease_id] = result
 
     def _sample_due(self, version: int, versions_per_iteration: int) -> bool:
@@ -158,7 +158,7 @@ class Aggregator:
             if run is None or run.status != "active":
                 return False
             await LeasesRepo(conn).expire(run_id=run.run_id)
-            ready = await RunsRepo(conn).readiness(run_id=run.run_id, iteration=run.iteration)
+            ready = await RunsRepo(conn).readiness(run_id=run.run_id)
         if not should_step(run, ready, datetime.now(timezone.utc)):
             return False
         try:
@@ -187,7 +187,7 @@ class Aggregator:
                 engine.load_checkpoint, run.run_id, run.config, stored.checkpoint
             )
             for version in range(stored.iteration, run.iteration):
-                found = await ResultsRepo(conn).folded_into(run_id=run.run_id, iteration=version)
+                found = await ResultsRepo(conn).folded_into(run_id=run.run_id, version=version)
                 bodies = [body for body in found if body is not None]
                 if not bodies or len(bodies) != len(found):
                     raise RuntimeError(f"run {run.run_id}: the results of {version} are gone")
@@ -230,8 +230,8 @@ class Aggregator:
         """
         started = time.perf_counter()
         state = await self._training_state(run)
-        if self._decoded_for != (run.run_id, run.iteration):
-            self._decoded, self._decoded_for = {}, (run.run_id, run.iteration)
+        if self._decoded_for != run.run_id:
+            self._decoded, self._decoded_for = {}, run.run_id
         try:
             async with self.pool.acquire() as conn:
                 await self._attempt(conn, run, state, started)
@@ -245,10 +245,12 @@ class Aggregator:
         self, conn: asyncpg.Connection, run: Run, state: engine.TrainingState, started: float
     ) -> None:
         marks = [time.perf_counter()]
-        results = await ResultsRepo(conn).open_for(run_id=run.run_id, iteration=run.iteration)
+        results = await ResultsRepo(conn).open_for(run_id=run.run_id)
         marks.append(time.perf_counter())
         if not results:
             raise StepConflict("no results left to aggregate")
+        open_ids = {r.lease_id for r in results}  # a dropped result's decoding goes too
+        self._decoded = {k: v for k, v in self._decoded.items() if k in open_ids}
         missing = [r.lease_id for r in results if r.lease_id not in self._decoded]
         if missing:
             bodies = await ResultsRepo(conn).bodies(lease_ids=missing)
@@ -288,6 +290,8 @@ class Aggregator:
                 num_workers=len({r.worker_id for r in results}),
                 num_images=product.num_samples,
                 step_seconds=time.perf_counter() - started,
+                staleness=max(run.iteration - self._decoded[r.lease_id].iteration
+                              for r in results),  # fmt: skip
                 created_at=datetime.now(timezone.utc),
             ),
             sample_png=product.sample_png,
@@ -295,6 +299,7 @@ class Aggregator:
             checkpoint_every=self.settings.checkpoint_every,
             repeat_units=strategy.repeats_units(run.iteration + 1),
             versions_per_iteration=strategy.versions_per_iteration,
+            ends_leases=run.config.staleness_bound() == 0,
         )
         marks.append(time.perf_counter())
         outcome = await StatesRepo(conn).commit_step(
@@ -305,7 +310,8 @@ class Aggregator:
         )
         marks.append(time.perf_counter())
         self._state = product.state
-        self._decoded = {}
+        for result in results:
+            self._decoded.pop(result.lease_id, None)
         if product.sample_png is not None:
             self._last_sample = time.monotonic()
         if product.encoded.checkpoint is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.protocol import LOCAL_STEPS_DEFAULTS, RunConfig
+from shared.protocol import LOCAL_KINDS, LOCAL_STEPS_DEFAULTS, RunConfig
 
 _LOCAL_STEPS: dict[str, Any] = {"result_kind": "local_steps", "inner_steps": 32,
                                 "images_per_unit": 2048, "result_dtype": "bfloat16"}  # fmt: skip
@@ -47,7 +47,7 @@ def resolve(preset: str | None, overrides: dict[str, Any]) -> RunConfig:
     if {"images_per_unit", "batch_size"} & overrides.keys() and "inner_steps" not in overrides:
         values.pop("inner_steps", None)
     values.update(overrides)
-    if values.get("result_kind", "synchronous") != "local_steps":
+    if values.get("result_kind", "synchronous") not in LOCAL_KINDS:
         for name in {*LOCAL_STEPS_DEFAULTS, *_LOCAL_STEPS}:
             if name not in overrides:
                 values.pop(name, None)

@@ -9,11 +9,15 @@ from typing import Any
 
 from shared.aggregation import AdamConfig, OuterConfig
 from shared.protocol import RunConfig, RunInfo
+from shared.strategies.asynchronous import AsyncLocalSteps
 from shared.strategies.base import Fold, InnerOptimizer, Strategy
 from shared.strategies.local_steps import LocalSteps
 from shared.strategies.synchronous import Synchronous
 
-__all__ = ["Fold", "InnerOptimizer", "LocalSteps", "Strategy", "Synchronous", "strategy_for"]
+__all__ = [
+    "AsyncLocalSteps", "Fold", "InnerOptimizer", "LocalSteps", "Strategy", "Synchronous",
+    "strategy_for",
+]  # fmt: skip
 
 
 def strategy_for(run: RunConfig | RunInfo) -> Strategy:
@@ -35,7 +39,16 @@ def strategy_for(run: RunConfig | RunInfo) -> Strategy:
         assert config.outer_lr is not None and config.outer_momentum is not None
         outer = OuterConfig(config.outer_lr, config.outer_momentum, bool(config.outer_nesterov))
     keep_inner = info is not None and info.inner_optimizer == "per_worker"
-    return LocalSteps(
+    local = LocalSteps(
         run.seed, run.batch_size, latent_dim, inner=inner, outer=outer, keep_inner=keep_inner,
         **robust,
+    )  # fmt: skip
+    if run.result_kind != "async_local_steps":
+        return local
+    if config is None:  # a worker computes a unit as in local steps; folding is not its job
+        return AsyncLocalSteps(**vars(local))
+    assert config.max_staleness is not None and config.staleness_exponent is not None
+    return AsyncLocalSteps(
+        **vars(local), max_staleness=config.max_staleness,
+        staleness_exponent=config.staleness_exponent,
     )  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state
-from shared.protocol import API_PREFIX, LEASE_HEADER, WorkUnit
+from shared.protocol import API_PREFIX, LEASE_HEADER, LOCAL_KINDS, WorkUnit
 from shared.strategies import strategy_for
 from shared.unit_result import UnitMetrics, UnitResult
 
@@ -34,7 +34,7 @@ def fake_result(unit: WorkUnit, *, seed: int | None = None, scale: float = 1e-3,
         next(iter(tensors.values())).view(-1)[0] = float("nan")
     n = len(unit.image_indices)
     extra = {"batch_size": str(unit.run.batch_size)}
-    if unit.run.result_kind == "local_steps":
+    if unit.run.result_kind in LOCAL_KINDS:
         extra["inner_steps"] = str(-(-n // unit.run.batch_size))
     return UnitResult(
         kind=layout.kind,

@@ -76,6 +76,31 @@ def test_two_workers_train_three_iterations(coordinator: RunningCoordinator, wor
     assert all(h["num_results"] >= 2 for h in history)
 
 
+def test_two_workers_train_an_asynchronous_run_without_waiting_for_each_other(
+    coordinator: RunningCoordinator, workers
+):
+    """No barrier: a fold takes whatever results are in once there is one (K = 1), and a
+    claim always has a unit, so neither worker waits for the other's result; every
+    accepted image is counted once, in the fold that consumed it."""
+    coordinator.start_run(**NARROW_RUN, result_kind="async_local_steps", batch_size=8,
+                          units_per_step=1, max_iterations=6)  # fmt: skip
+    procs = [workers.start(coordinator.url, name, join_code=coordinator.join_code)
+             for name in ("ada", "grace")]  # fmt: skip
+    for proc in procs:
+        assert proc.wait() == 0, proc.output()
+        assert "The training run is finished" in proc.output()
+        assert "(async local steps run)" in proc.output()
+    api = coordinator.client()
+    status = api.get("/status").json()
+    assert status["iteration"] == 6 and status["state"] == "finished"
+    history = api.get("/history").json()
+    assert len(history) == 6 and all(h["num_results"] >= 1 for h in history)
+    consumed = sum(h["num_images"] for h in history)
+    assert sum(p.images_done() for p in procs) == status["images_processed"] == consumed
+    board = leaderboard(api)
+    assert all(board[p.name]["total_images"] == p.images_done() > 0 for p in procs)
+
+
 def test_kill_9_mid_unit_the_lease_expires_and_another_worker_redoes_it(
     coordinator_factory, workers
 ):

@@ -1,0 +1,91 @@
+"""Asynchronous local steps: results weighted by staleness, then local steps' outer step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shared.aggregation import OuterConfig
+from shared.protocol import RunConfig
+from shared.strategies import AsyncLocalSteps, LocalSteps, strategy_for
+from shared.strategies.asynchronous import staleness_weight
+from shared.unit_result import UnitMetrics, UnitResult
+
+NAMES = {"generator.w": (3, 4), "discriminator.w": (5,)}
+
+
+def _result(version: int, images: int, seed: int) -> UnitResult:
+    rng = torch.Generator().manual_seed(seed)
+    return UnitResult(
+        kind="local_steps", iteration=version, num_samples=images,
+        tensors={k: torch.randn(s, generator=rng) for k, s in NAMES.items()},
+        buffers={"generator.bn.running_var": torch.rand(4, generator=rng) + 0.5},
+        metrics=UnitMetrics(1.0, 1.0, 0.5, 0.5),
+    )  # fmt: skip
+
+
+def _weights() -> dict[str, torch.Tensor]:
+    rng = torch.Generator().manual_seed(99)
+    return {k: torch.randn(s, generator=rng) for k, s in NAMES.items()}
+
+
+def test_fresh_results_fold_exactly_as_local_steps() -> None:
+    """Every result of the version folded into: weight 1.0, local steps' fold bit for bit
+    (one worker with K = 1 takes local-steps mode's steps)."""
+    weights, results = _weights(), [_result(4, 64, 1), _result(4, 32, 2)]
+    local = LocalSteps(0, 64, 100)
+    asynchronous = AsyncLocalSteps(0, 64, 100)
+    state = local.initial_optimizer({})
+    expected = local.fold(weights, state, results, version=4)
+    got = asynchronous.fold(weights, state, results, version=4)
+    for name in expected.weights:
+        assert torch.equal(got.weights[name], expected.weights[name]), name
+    for name in expected.optimizer.momentum or {}:
+        assert got.optimizer.momentum is not None
+        assert torch.equal(got.optimizer.momentum[name], expected.optimizer.momentum[name])
+
+
+def test_stale_results_count_less_as_torch_sgd_takes_them() -> None:
+    """Two folds with torch.optim.SGD (Nesterov) written out: the outer gradient is the
+    image-weighted mean of each change times (staleness + 1) ** -0.5."""
+    weights = _weights()
+    outer = OuterConfig(lr=0.7, momentum=0.9, nesterov=True)
+    strategy = AsyncLocalSteps(0, 64, 100, outer=outer, staleness_exponent=0.5)
+    folds = [(5, [_result(5, 64, 1), _result(3, 64, 2)]), (6, [_result(2, 32, 3)])]
+
+    params = {k: v.clone().requires_grad_(False) for k, v in weights.items()}
+    sgd = torch.optim.SGD(list(params.values()), lr=0.7, momentum=0.9, nesterov=True)
+    state = strategy.initial_optimizer({})
+    for version, results in folds:
+        total = sum(r.num_samples for r in results)
+        for name, param in params.items():
+            param.grad = sum(
+                (r.num_samples / total) * ((version - r.iteration + 1) ** -0.5) * r.tensors[name]
+                for r in results
+            )
+        sgd.step()
+        fold = strategy.fold(weights, state, results, version=version)
+        weights, state = fold.weights, fold.optimizer
+    for name, param in params.items():
+        torch.testing.assert_close(weights[name], param, rtol=1e-6, atol=1e-7)
+    assert torch.equal(weights["generator.bn.running_var"], folds[-1][1][0].buffers[
+        "generator.bn.running_var"])  # fmt: skip
+
+
+def test_staleness_weight() -> None:
+    assert staleness_weight(0, 0.5) == 1.0
+    assert staleness_weight(3, 0.5) == 0.5
+    assert staleness_weight(3, 0.0) == 1.0
+    with pytest.raises(ValueError, match="later version"):
+        staleness_weight(-1, 0.5)
+
+
+def test_a_run_config_picks_the_asynchronous_strategy_with_its_bound() -> None:
+    config = RunConfig(result_kind="async_local_steps", max_staleness=5, staleness_exponent=1.0)
+    strategy = strategy_for(config)
+    assert isinstance(strategy, AsyncLocalSteps)
+    assert (strategy.max_staleness, strategy.staleness_exponent) == (5, 1.0)
+    assert config.staleness_bound() == 5 and RunConfig().staleness_bound() == 0
+    assert RunConfig(result_kind="async_local_steps").max_staleness == 64
+    with pytest.raises(ValueError, match="only apply to runs with result_kind 'async_local"):
+        RunConfig(result_kind="local_steps", max_staleness=3)
