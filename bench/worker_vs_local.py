@@ -1,18 +1,22 @@
 """One worker through the coordinator on loopback vs local training, same machine, one run.
 
     python bench/worker_vs_local.py [--units 5] [--images-per-unit 320] [--batch-size 64]
+    python bench/worker_vs_local.py --result-kind async_local_steps   # no barrier
 
 What is compared (real model size, built-in faces, CPU):
 
 * **worker**: ``gan-coordinator serve`` (embedded PostgreSQL in a temporary folder) with a
-  run of one unit per step, and one ``gan-worker`` process. Throughput is measured on
+  run of one unit per step (``--result-kind``: synchronous phases, local steps with a
+  barrier, or asynchronous local steps, where the worker never waits for a fold), and
+  one ``gan-worker`` process. Throughput is measured on
   the coordinator's side, steady state: images of the steps between the first and the
   last one, over the time between them (claim, weights download, image rendering,
   gradients, upload, averaging, Adam, publishing the next weights: everything).
-* **local, same units**: the same first units of the coordinator's epoch plan, each one
-  synchronous iteration (``shared.strategies.Synchronous``: D phase and its fold, G phase
-  and its fold, micro-batches of ``--batch-size``): the very math of the distributed
-  run, without the network and the database.
+* **local, same units**: the same first units of the coordinator's epoch plan, each
+  computed and folded by the run's strategy (synchronous: D phase and its fold, G phase
+  and its fold; local steps: H textbook steps and the outer step), micro-batches of
+  ``--batch-size``: the very math of the distributed run, without the network and the
+  database.
 * **gan-train-local**: ``shared.local_training.train`` with ``--batch-size`` images per
   step over as many images (a step per micro-batch, as a student would train alone).
 
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import torch
@@ -39,8 +44,8 @@ from coordinator_service.training.planner import plan_epoch
 from shared.builtin_faces import BuiltinFaces
 from shared.local_training import LocalRun, train
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
-from shared.protocol import RunConfig
-from shared.strategies import Synchronous
+from shared.protocol import ResultKind, RunConfig
+from shared.strategies import strategy_for
 
 BIN = Path(sys.executable).parent
 ADMIN = "bench-admin-token"
@@ -93,10 +98,8 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
     try:
         wait_healthy(url, coordinator)
         api = httpx.Client(base_url=url + "/api/v1", timeout=60)
-        config = {"images_per_unit": args.images_per_unit, "units_per_step": 1,
-                  "batch_size": args.batch_size, "max_iterations": args.units,
-                  "seed": args.seed}  # fmt: skip
-        started = api.post("/admin/runs", json={"config": config},
+        config = run_config(args).model_dump(mode="json", exclude_none=True)
+        started = api.post("/admin/runs", json={"config": {**config, "max_iterations": args.units}},
                            headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
         started.raise_for_status()
         worker_env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_WORKER_")}
@@ -108,19 +111,21 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
             env=worker_env, stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         first_step: tuple[float, int] | None = None
+        # A synchronous iteration is two versions (D phase, G phase), each counting the
+        # unit's images; a local-steps unit is one version.
+        per_unit = strategy_for(run_config(args)).versions_per_iteration
         while True:
             status = api.get("/status").json()
             now = time.perf_counter()
-            # Two versions per iteration (D phase, G phase), each counting the unit's images.
-            if first_step is None and status["iteration"] >= 2:
+            if first_step is None and status["iteration"] >= per_unit:
                 first_step = (now, status["images_processed"])
-            if status["iteration"] >= 2 * args.units:
+            if status["iteration"] >= per_unit * args.units:
                 break
             if worker.poll() is not None:
                 raise RuntimeError((workdir / "worker.log").read_text())
             time.sleep(0.02)
         assert first_step is not None
-        images = (status["images_processed"] - first_step[1]) // 2
+        images = (status["images_processed"] - first_step[1]) // per_unit
         seconds = now - first_step[0]
         if worker.wait(timeout=60) != 0:
             raise RuntimeError((workdir / "worker.log").read_text())
@@ -138,16 +143,22 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
         log.close()
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The coordinator's run: one unit per step, the real model, the bench's unit size."""
+    return RunConfig(images_per_unit=args.images_per_unit, units_per_step=1, seed=args.seed,
+                     batch_size=args.batch_size, result_kind=args.result_kind)
+
+
 def local_same_units(args: argparse.Namespace) -> tuple[float, int, float]:
     """(images/s, images, seconds) of the coordinator's math on its first units, locally."""
-    run = RunConfig(images_per_unit=args.images_per_unit, units_per_step=1, seed=args.seed,
-                    batch_size=args.batch_size)
+    run = run_config(args)
     units = [indices for _, indices in plan_epoch(run, 0)[: args.units]]
     config = ModelConfig()
     generator, discriminator = build_models(config, seed=args.seed)
     weights = model_state(generator, discriminator)
     spec = StateSpec.from_config(config)
-    strategy = Synchronous(args.seed, args.batch_size, config.latent_dim)
+    strategy = strategy_for(run)
+    per_unit = strategy.versions_per_iteration
     optimizer = strategy.initial_optimizer({k: weights[k] for k in spec.parameters})
     faces = BuiltinFaces(run.dataset.size, 0)  # the default built-in dataset, seed 0
     started, images = 0.0, 0
@@ -155,7 +166,7 @@ def local_same_units(args: argparse.Namespace) -> tuple[float, int, float]:
         if number == 1:  # the first unit warms up, as the coordinator's first step does
             started = time.perf_counter()
         pixels = faces.load(indices)
-        for version in (2 * number, 2 * number + 1):
+        for version in range(per_unit * number, per_unit * (number + 1)):
             result = strategy.compute(generator, discriminator, pixels, indices, version=version)
             fold = strategy.fold(weights, optimizer, [result], version=version)
             weights, optimizer = fold.weights, fold.optimizer
@@ -192,6 +203,10 @@ def main() -> None:
         help="the worker's polling: its own defaults, as a student runs it, or 50-200 ms "
         "(default: default)",
     )  # fmt: skip
+    parser.add_argument(
+        "--result-kind", choices=get_args(ResultKind), default="synchronous",
+        help="how the run trains (default: synchronous)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the logs' temporary folder")
     args = parser.parse_args()
     if args.units < 2:
@@ -210,8 +225,9 @@ def main() -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), units of {args.images_per_unit} "
-        f"images, micro-batch {args.batch_size}, {args.units} units, real model size"
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.result_kind}, units of "
+        f"{args.images_per_unit} images, micro-batch {args.batch_size}, {args.units} units, "
+        "real model size"
     )
     worker_rate = rows[0][1][0]
     for name, (rate, images, seconds) in rows:
