@@ -137,6 +137,12 @@ class RunInfo(_Model):
     batch_size: int = Field(default=64, ge=1, description="the run's micro-batch size")
     result_dtype: WireDtype = "float32"
     local_steps: LocalStepsInfo | None = None
+    max_staleness: int | None = Field(
+        default=None, ge=0,
+        description="asynchronous runs: a result computed more than this many versions "
+        "before the current one is refused; a worker that claimed its next unit ahead "
+        "checks it before computing",
+    )  # fmt: skip
 
 
 class ClaimRequest(_Model):

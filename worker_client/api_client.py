@@ -9,6 +9,7 @@ so callers never see an httpx exception.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -167,6 +168,18 @@ class CoordinatorClient:
             headers={"Content-Type": "application/octet-stream", LEASE_HEADER: lease_id},
         )
         return self._parse(ResultResponse, response)
+
+    def current_version(self, run_id: int) -> int:
+        """The run's newest published version (where /weights/current redirects to)."""
+        response = self._send(
+            "GET", "/weights/current", params={"run_id": run_id}, follow_redirects=False
+        )
+        location = response.headers.get("location", "")
+        match = re.search(r"/weights/(\d+)", location)
+        if response.status_code != 307 or match is None:
+            detail, code = _error_body(response)
+            raise error_for_status(response.status_code, detail, code)
+        return int(match[1])
 
     def release(self, unit_id: int, lease_id: str) -> ReleaseResponse:
         """Give a leased unit back so another worker can take it."""

@@ -31,6 +31,7 @@ class Download:
     num_bytes: int
     seconds: float
     networks: tuple[str, ...] | None = None  # None: the whole state
+    ahead: bool = False  # fetched while the previous unit computed
 
 
 class WeightsCache:
@@ -46,6 +47,8 @@ class WeightsCache:
         self._nets: tuple[nn.Module, nn.Module] | None = None
         self.last_download: Download | None = None
         self.downloads = 0
+        # A whole snapshot fetched ahead, from another thread, while a unit computed.
+        self._ahead: tuple[tuple[int, int], bytes, float] | None = None
 
     def networks_for(self, unit: WorkUnit) -> tuple[nn.Module, nn.Module]:
         """Generator and discriminator holding the unit's W_t (downloading what is new)."""
@@ -63,9 +66,24 @@ class WeightsCache:
         load_model_state(*self._nets, self._state)
         return self._nets
 
+    def fetch_ahead(self, unit: WorkUnit) -> None:
+        """Download the unit's whole snapshot now, to be used when it is computed (safe
+        from another thread while the networks train: it touches nothing they use)."""
+        started = time.perf_counter()
+        data = self._fetch(unit.weights_url)
+        self._ahead = ((unit.run.run_id, unit.iteration), data, time.perf_counter() - started)
+
     def _download(self, unit: WorkUnit) -> None:
         assert self._spec is not None
         started = time.perf_counter()
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == (unit.run.run_id, unit.iteration):
+            self._ahead = None
+            _, data, seconds = ahead
+            self._state = decode_snapshot(data, self._spec).weights
+            self.downloads += 1
+            self.last_download = Download(unit.iteration, len(data), seconds, ahead=True)
+            return
         networks: tuple[str, ...] | None = None
         if self._key == (unit.run.run_id, unit.iteration - 1):
             changed = strategy_for(unit.run).changed_networks(unit.iteration)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from tqdm import tqdm
@@ -80,6 +81,10 @@ class Worker:
         self._source: tuple[DatasetInfo, ImageSource] | None = None
         # The inner Adam of a per_worker local-steps run, for this process's life (per run).
         self._inner: tuple[int, InnerOptimizer] | None = None
+        # An asynchronous run's next unit, claimed (and its weights fetched) while the
+        # current one computes, so that the compute never waits on the network.
+        self._ahead: Future[WorkUnit | None] | None = None
+        self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="claim-ahead")
         self.retry = Retrier(
             settings.url,
             stop,
@@ -121,6 +126,8 @@ class Worker:
             log.info("Stopped at once. %s", self.totals.line())
             return EXIT_FORCED
         finally:
+            self._give_back_ahead()
+            self._ahead_pool.shutdown()
             self.heartbeat.stop()
 
     def _join(self) -> Identity:
@@ -156,7 +163,7 @@ class Worker:
                 return EXIT_OK
             try:
                 asked = time.monotonic()
-                unit = self.retry.call(
+                unit = self._take_ahead() or self.retry.call(
                     lambda: self.client.claim(self._cached_shards(), wait=CLAIM_WAIT)
                 )
                 if unit is None:
@@ -294,12 +301,14 @@ class Worker:
         download = self.weights.last_download
         if download is not None:
             part = f" ({' and '.join(download.networks)} only)" if download.networks else ""
+            when = " while the last unit computed" if download.ahead else ""
             log.info(
-                "  Downloaded weights of iteration %d%s: %s in %.2f s",
+                "  Downloaded weights of iteration %d%s: %s in %.2f s%s",
                 download.iteration,
                 part,
                 megabytes(download.num_bytes),
                 download.seconds,
+                when,
             )
         images = None
         if strategy.needs_images(unit.iteration):
@@ -308,6 +317,7 @@ class Worker:
                 holding_unit=True,
                 give_up_after=self.settings.upload_retry_seconds,
             )
+        self._claim_ahead(unit)  # the network's part of the next unit, while this one trains
         with tqdm(
             total=len(unit.image_indices), unit="img", desc="  Training",
             disable=not self.settings.progress, leave=False, dynamic_ncols=True,
@@ -319,6 +329,62 @@ class Worker:
             )  # fmt: skip
         log.info("  %s", metrics_line(result.metrics))
         return encode_result(result, DTYPE_NAMES[unit.run.result_dtype])
+
+    # --- the next unit, ahead ------------------------------------------------------------
+
+    def _claim_ahead(self, unit: WorkUnit) -> None:
+        """In an asynchronous run, claim the next unit and fetch its weights in the
+        background while this one computes (a run with a barrier has no next unit until
+        the fold)."""
+        if unit.run.max_staleness is None or self._ahead is not None or self.stop.requested:
+            return
+        limit = self.settings.max_units
+        if limit is not None and self.totals.units + self.totals.dropped + 1 >= limit:
+            return  # this unit is the last one asked for
+        self._ahead = self._ahead_pool.submit(self._claim_and_fetch, self._cached_shards())
+
+    def _claim_and_fetch(self, cached: list[int]) -> WorkUnit | None:
+        """The background half: None whenever anything goes wrong (the loop then claims
+        as usual; a unit leased here is handed back by whoever takes it)."""
+        try:
+            unit = self.client.claim(cached)
+            if unit is not None:
+                self.weights.fetch_ahead(unit)
+            return unit
+        except WorkerError as exc:
+            log.debug("claiming ahead failed (%s); the loop claims as usual", exc)
+            return None
+
+    def _take_ahead(self) -> WorkUnit | None:
+        """The unit claimed ahead, if there is one and it is still within the run's
+        staleness bound: its weights must not be older than a result may be, or the
+        compute would be for nothing. Otherwise it is handed back at once."""
+        ahead, self._ahead = self._ahead, None
+        unit = ahead.result() if ahead is not None else None
+        if unit is None:
+            return None
+        assert unit.run.max_staleness is not None
+        try:
+            behind = self.client.current_version(unit.run.run_id) - unit.iteration
+        except WorkerError as exc:
+            log.debug("could not check how stale unit %d is (%s)", unit.unit_id, exc)
+            behind = 0  # the upload will say; nothing is gained by dropping the unit
+        if behind > unit.run.max_staleness:
+            log.info(
+                "Work unit %d, claimed ahead, is %d versions behind the class (at most %d): "
+                "handing it back",
+                unit.unit_id, behind, unit.run.max_staleness,
+            )  # fmt: skip
+            self._release(unit)
+            return None
+        return unit
+
+    def _give_back_ahead(self) -> None:
+        """Stopping: a unit claimed ahead goes back to the pool at once."""
+        ahead, self._ahead = self._ahead, None
+        unit = ahead.result() if ahead is not None else None
+        if unit is not None:
+            self._release(unit)
 
     def _inner_optimizer(self, run_id: int) -> InnerOptimizer:
         """This worker's inner optimizer state for the run: fresh for a new run."""
@@ -347,9 +413,11 @@ class Worker:
         return self._source[1].cached_shards() if self._source else []
 
     def _release_current(self) -> None:
-        unit = self.current
-        if unit is None:
-            return
+        if self.current is not None:
+            self._release(self.current)
+        self.current = None
+
+    def _release(self, unit: WorkUnit) -> None:
         try:
             self.client.release(unit.unit_id, unit.lease_id)
             log.info("Handed work unit %d back to the coordinator", unit.unit_id)
@@ -357,7 +425,6 @@ class Worker:
             log.info(
                 "Could not hand work unit %d back (%s); its lease will expire", unit.unit_id, exc
             )
-        self.current = None
 
 
 def _advance(bar: tqdm, images: int) -> None:

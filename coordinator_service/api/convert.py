@@ -40,6 +40,7 @@ def run_info(run: Run) -> RunInfo:
         batch_size=config.batch_size,
         result_dtype=config.result_dtype,
         local_steps=config.local_steps_info(),
+        max_staleness=config.max_staleness if config.result_kind == "async_local_steps" else None,
     )
 
 

@@ -16,7 +16,12 @@ import asyncpg
 from pydantic import BaseModel
 
 from coordinator_service.db.models import StoredCheckpoint, StoredWeights
-from coordinator_service.db.runs import PlannedUnit, insert_units, lock_run_exclusive
+from coordinator_service.db.runs import (
+    PlannedUnit,
+    insert_units,
+    lock_run_exclusive,
+    return_to_pool,
+)
 from coordinator_service.db.spot_checks import SpotChecksRepo
 from coordinator_service.notifications import VERSIONS, notify
 from shared.protocol import HistoryEntry
@@ -44,8 +49,10 @@ class StepWrite(BaseModel):
     repeat_units: bool = False
     versions_per_iteration: int = 1
     # A barrier: leases still out were for this version and end with it. Without one
-    # (an asynchronous run) they go on, and their results fold into a later version.
+    # (an asynchronous run) they go on, and their results fold into a later version,
+    # until they fall more than ``max_staleness`` versions behind.
     ends_leases: bool = True
+    max_staleness: int = 0
 
 
 class StepOutcome(BaseModel):
@@ -162,20 +169,19 @@ class StatesRepo:
                 h.d_real_accuracy, h.d_fake_accuracy, h.num_results, h.num_workers,
                 h.num_images, h.step_seconds, h.staleness,
             )  # fmt: skip
-            if step.ends_leases:
-                # Leases still out were computed against W_t: their results can only be
-                # stale, so their images go back into the epoch right away. (A spot
-                # check's lease is for its own version and stays.)
-                await conn.execute(
-                    "UPDATE leases SET status = 'stale', ended_at = now() "
-                    "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL",
-                    step.run_id,
-                )
-                await conn.execute(
-                    "UPDATE work_units SET status = 'pending' "
-                    "WHERE run_id = $1 AND status = 'leased'",
-                    step.run_id,
-                )
+            # Leases whose results could not be accepted any more end now, and their
+            # images go back into the epoch right away: with a barrier every lease of W_t,
+            # else those more than ``max_staleness`` versions behind W_t+1. (A spot
+            # check's lease is for its own version and stays.)
+            ended = await conn.fetch(
+                "UPDATE leases SET status = 'stale', ended_at = now() "
+                "WHERE run_id = $1 AND status = 'active' AND check_of IS NULL "
+                "AND ($2 OR iteration < $3) RETURNING unit_id",
+                step.run_id,
+                step.ends_leases,
+                step.iteration + 1 - step.max_staleness,
+            )
+            await return_to_pool(conn, [r["unit_id"] for r in ended])
             await self._pin_units(step, new_iteration)
             # The results are in W_t+1 now. Their rows stay (a repeat upload is answered
             # from them); their bodies are the log that replays this version until a

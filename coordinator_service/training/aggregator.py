@@ -300,6 +300,7 @@ class Aggregator:
             repeat_units=strategy.repeats_units(run.iteration + 1),
             versions_per_iteration=strategy.versions_per_iteration,
             ends_leases=run.config.staleness_bound() == 0,
+            max_staleness=run.config.staleness_bound(),
         )
         marks.append(time.perf_counter())
         outcome = await StatesRepo(conn).commit_step(

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import httpx
 
@@ -19,6 +20,7 @@ from shared.models import ModelConfig, StateSpec, build_models, model_state
 from shared.protocol import (
     LEASE_HEADER,
     DatasetInfo,
+    LocalStepsInfo,
     ModelSpecInfo,
     RegisterRequest,
     RunInfo,
@@ -30,14 +32,22 @@ from shared.unit_result import UnitResult
 TINY = ModelConfig(latent_dim=8, generator_features=4, discriminator_features=4)
 
 
-def run_info(run_id: int = 1) -> RunInfo:
-    """A run of the tiny model on 64 built-in faces."""
+def run_info(run_id: int = 1, max_staleness: int | None = None) -> RunInfo:
+    """A run of the tiny model on 64 built-in faces: synchronous, or with
+    ``max_staleness`` asynchronous local steps (H = 2 micro-batches of 2)."""
+    if max_staleness is None:
+        kind: dict[str, Any] = {}
+    else:
+        local = LocalStepsInfo(inner_steps=2, inner_lr=2e-4, inner_beta1=0.5, inner_beta2=0.999)
+        kind = {"result_kind": "async_local_steps", "local_steps": local,
+                "max_staleness": max_staleness}  # fmt: skip
     return RunInfo(
         run_id=run_id,
         seed=7,
         model=ModelSpecInfo(**TINY.to_dict()),
         dataset=DatasetInfo(dataset_id="builtin-64", kind="builtin", num_images=64),
         batch_size=2,
+        **kind,
     )
 
 
@@ -57,6 +67,8 @@ class FakeCoordinator:
     idle_claims: int = 0  # the next N claims answer 204
     conflict_units: set[int] = field(default_factory=set)  # uploads answered 409
     on_request: Callable[[httpx.Request], None] | None = None
+    max_staleness: int | None = None  # set: an asynchronous run
+    current_version: int | None = None  # /weights/current; None: the last unit's iteration
     requests: list[httpx.Request] = field(default_factory=list)
     results: dict[int, UnitResult] = field(default_factory=dict)
     weight_downloads: list[int] = field(default_factory=list)
@@ -100,6 +112,11 @@ class FakeCoordinator:
             )
         if path == "/api/v1/work-units/claim":
             return self._claim()
+        if path == "/api/v1/weights/current":
+            current = self.current_version
+            if current is None:
+                current = self.units[max(self._next_unit - 1, 0)][0]
+            return httpx.Response(307, headers={"location": f"/api/v1/weights/{current}?run_id=1"})
         if path.startswith("/api/v1/weights/"):
             iteration = int(path.rsplit("/", 1)[1])
             self.weight_downloads.append(iteration)
@@ -146,7 +163,7 @@ class FakeCoordinator:
             lease_deadline=datetime.now(timezone.utc) + timedelta(seconds=self.lease_seconds),
             lease_seconds_left=self.lease_seconds,
             weights_url=f"/api/v1/weights/{iteration}",
-            run=run_info(),
+            run=run_info(max_staleness=self.max_staleness),
         )
         return httpx.Response(200, content=unit.model_dump_json())
 
@@ -157,7 +174,8 @@ class FakeCoordinator:
         if unit_id in self.conflict_units:
             return _error(409, "stale iteration", "stale_iteration")
         iteration = self.units[unit_id - 1][0]
-        layout = strategy_for(run_info()).layout(iteration, StateSpec.from_config(TINY))
+        run = run_info(max_staleness=self.max_staleness)
+        layout = strategy_for(run).layout(iteration, StateSpec.from_config(TINY))
         result = decode_result(request.content, layout)
         self.results[unit_id] = result
         body = {

@@ -99,6 +99,8 @@ def test_two_workers_train_an_asynchronous_run_without_waiting_for_each_other(
     assert sum(p.images_done() for p in procs) == status["images_processed"] == consumed
     board = leaderboard(api)
     assert all(board[p.name]["total_images"] == p.images_done() > 0 for p in procs)
+    # Each next unit was claimed, and its weights fetched, while one computed.
+    assert any("while the last unit computed" in p.output() for p in procs)
 
 
 def test_kill_9_mid_unit_the_lease_expires_and_another_worker_redoes_it(

@@ -101,6 +101,47 @@ def test_units_are_computed_uploaded_and_the_end_of_the_run_exits_0(tmp_path, ca
         assert line in text, line
 
 
+def test_in_an_asynchronous_run_the_next_unit_is_claimed_while_one_computes(tmp_path, caplog):
+    """Pipelining: the claim of each next unit and its weights download happen before
+    the current unit's upload, so the compute never waits on the network."""
+    caplog.set_level(logging.INFO, "worker_client")
+    fake = FakeCoordinator(units=[(0, [5, 1, 3]), (1, [0, 2]), (2, [4, 6])], max_staleness=4)
+    worker = make_worker(fake, tmp_path)
+    assert worker.run() == EXIT_OK
+    assert sorted(fake.results) == [1, 2, 3] and fake.released == []
+    order = [(r.url.path.split("/")[-1], r.url.path) for r in fake.requests]
+    paths = [path for _, path in order]
+    for unit in (2, 3):  # claimed and downloaded before the unit before it was uploaded
+        uploaded = paths.index(f"/api/v1/work-units/{unit - 1}/result")
+        claims = [i for i, p in enumerate(paths) if p == "/api/v1/work-units/claim"]
+        assert claims[unit - 1] < uploaded
+        assert paths.index(f"/api/v1/weights/{unit - 1}") < uploaded
+    assert fake.weight_downloads == [0, 1, 2]
+    assert "while the last unit computed" in messages(caplog)
+    assert "(async local steps run)" in messages(caplog)
+
+
+def test_a_unit_claimed_ahead_past_the_staleness_bound_is_handed_back(tmp_path, caplog):
+    """The class moved on while unit 1 computed: the unit claimed ahead (iteration 1) is
+    10 versions behind, more than the run's 2, so it is released, never computed."""
+    caplog.set_level(logging.INFO, "worker_client")
+    fake = FakeCoordinator(units=[(0, [1]), (1, [2])], max_staleness=2, current_version=11)
+    worker = make_worker(fake, tmp_path)
+    assert worker.run() == EXIT_OK
+    assert sorted(fake.results) == [1] and fake.released == [2]
+    assert "Work unit 2, claimed ahead, is 10 versions behind the class" in messages(caplog)
+
+
+def test_stopping_hands_back_a_unit_claimed_ahead(tmp_path):
+    fake = FakeCoordinator(units=[(0, [1]), (1, [2])], max_staleness=4)
+    worker = make_worker(fake, tmp_path)
+    fake.on_request = lambda request: (
+        worker.stop.request() if request.url.path.endswith("/1/result") else None
+    )
+    assert worker.run() == EXIT_OK
+    assert sorted(fake.results) == [1] and fake.released == [2]
+
+
 def test_the_token_is_saved_and_reused_by_a_restarted_worker(tmp_path):
     fake = FakeCoordinator(units=[(0, [1])])
     assert make_worker(fake, tmp_path).run() == EXIT_OK
