@@ -1,0 +1,531 @@
+"""A class in virtual time: quality against class minutes, per training mode and class size.
+
+    python bench/class_simulator.py --workers 4 16 --minutes 6        # Fashion-MNIST
+    python bench/class_simulator.py --smoke                           # a one-minute check
+
+N simulated workers (laptops at ``--laptop-speed`` images/s of a textbook step, and
+``--gpus`` of them ``--gpu-speedup`` times faster) join over the first
+``--join-seconds`` and train one run together through a simulated coordinator, each
+mode in turn: synchronous phases, local steps with a barrier, asynchronous local steps.
+Nothing is re-implemented that the product has: units come from the coordinator's
+planner (``plan_epoch``), the aggregator's step rule decides when to fold
+(``should_step``), and every unit is really computed and folded by the run's strategy
+(``shared.strategies``: the worker's and the coordinator's own code), so the weights at
+any virtual moment are the weights such a class would have. What is simulated is time:
+
+* a unit's compute takes its images / the worker's speed (a synchronous phase 0.55 of
+  a textbook step per image, measured in docs/training.md: both phases cost 1.07);
+* transfers take their bytes at the class model's size (weights 25.4 MB, or the one
+  network a synchronous fold changed; results as the run's dtype encodes them) over
+  ``--bandwidth`` MB/s; in asynchronous mode the worker claims and downloads its next
+  unit while one computes (pipelining), so only what exceeds the compute shows;
+* a fold takes ``--fold-seconds`` on the coordinator;
+* the claim rules of the coordinator: with a barrier a version leases only the units
+  its step needs, its G phase repeats its D phase's units, and a fold ends the leases
+  still out (their work is lost); asynchronously every claim gets a unit and a result
+  more than ``max_staleness`` versions old is refused.
+
+Quality is the Fréchet distance of ``bench/local_steps_quality.py``'s classifier kit,
+taken every ``--eval-minutes`` of class time, on a narrower model than the class's
+(``--features``) so that a sweep runs in minutes: the model's size changes what a step
+costs in real time, not the class minutes charged, which use the laptop speed given.
+The reference is one laptop alone running ``gan-train-local`` (the textbook loop, batch
+64, no network). It prints, per mode and N: the distance reached, the class minutes to
+reach the distance the lone laptop reaches after one epoch of the images, the speed-up
+over the lone laptop, and the share of worker time spent computing; and writes
+``results.json`` and a plot (``quality-vs-minutes.svg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import importlib.util
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coordinator_service.db.models import Run, StepReadiness
+from coordinator_service.training.aggregator import should_step
+from coordinator_service.training.planner import plan_epoch
+from shared.codec import encode_result
+from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
+from shared.protocol import RunConfig
+from shared.strategies import Strategy, strategy_for
+from shared.unit_result import UnitMetrics, UnitResult
+
+_spec = importlib.util.spec_from_file_location(
+    "local_steps_quality", Path(__file__).with_name("local_steps_quality.py")
+)
+assert _spec is not None and _spec.loader is not None
+quality = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = quality
+_spec.loader.exec_module(quality)
+
+MB = 1e6
+PHASE_COST = 0.55  # a synchronous phase per image, in textbook steps (both: 1.07)
+EPOCH0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+COLOURS = {"lone laptop": "#888888", "synchronous": "#e6a23c", "local_steps": "#3fa7d6",
+           "async_local_steps": "#59c27a"}  # fmt: skip
+
+
+@dataclass(eq=False)
+class SimWorker:
+    name: str
+    speed: float  # images/s of a textbook step
+    bandwidth: float  # bytes/s to and from the coordinator
+    joins: float  # virtual seconds
+    computing: float = 0.0  # seconds spent computing
+    waiting: bool = False
+    first: bool = True
+
+
+@dataclass(eq=False)
+class Lease:
+    worker: SimWorker
+    unit: int  # index into Class.units
+    version: int
+    result: UnitResult | None  # None: --timing-only
+    seconds_computing: float
+
+
+@dataclass
+class Class:
+    """The simulated coordinator's state for one run."""
+
+    config: RunConfig
+    strategy: Strategy
+    weights: dict[str, torch.Tensor]
+    optimizer: Any
+    units: list[list[int]] = field(default_factory=list)  # every unit so far, by index
+    status: dict[int, str] = field(default_factory=dict)  # unit -> pending/leased/done
+    epoch_units: list[int] = field(default_factory=list)  # the current epoch's
+    pinned: list[int] = field(default_factory=list)  # a G phase's units (D's again)
+    results: list[tuple[int, Lease]] = field(default_factory=list)  # open: (unit, lease)
+    version: int = 0
+    epoch: int = 0
+    started: float = 0.0  # when the current version began
+    out: dict[int, list[Lease]] = field(default_factory=dict)  # unit -> active leases
+    images: int = 0  # images folded
+
+
+def class_model_bytes(config: RunConfig) -> dict[str, float]:
+    """Bytes per transfer at the class model's size (what time is charged for)."""
+    real = ModelConfig()
+    spec = StateSpec.from_config(real)
+    strategy = strategy_for(config)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+             "float16": torch.float16}[config.result_dtype]  # fmt: skip
+    sizes: dict[str, float] = {"weights": 4.0 * spec.numel()}
+    for version in range(strategy.versions_per_iteration):
+        layout = strategy.layout(version, spec)
+        zeros = [{k: torch.zeros(s) for k, s in part.items()}
+                 for part in (layout.tensors, layout.buffers)]  # fmt: skip
+        blank = UnitResult(layout.kind, 0, 1, zeros[0], zeros[1], UnitMetrics())
+        sizes[f"result{version}"] = float(len(encode_result(blank, dtype)))
+        changed = strategy.changed_networks(version)
+        part = sum(4 * math.prod(s) for k, s in {**spec.parameters, **spec.buffers}.items()
+                   if k.split(".")[0] in changed or k.endswith(("running_mean", "running_var")))
+        sizes[f"download{version}"] = float(part)  # fmt: skip
+    return sizes
+
+
+class Simulation:
+    """One run of one mode with one class, in virtual time."""
+
+    def __init__(self, args: argparse.Namespace, mode: str, workers: list[SimWorker],
+                 data: Any, evaluate: Any, target: float | None = None,
+                 **overrides: Any) -> None:  # fmt: skip
+        self.args, self.mode, self.workers, self.data, self.evaluate = (
+            args, mode, workers, data, evaluate)  # fmt: skip
+        self.target = target  # stop once the distance is at most this
+        extra: dict[str, Any] = {}
+        if mode == "synchronous":
+            extra = {"images_per_unit": args.sync_unit, "units_per_step": len(workers)}
+        else:
+            extra = {"images_per_unit": args.inner_steps * args.micro_batch,
+                     "units_per_step": args.async_k if mode == "async_local_steps"
+                     else min(len(workers), args.units_per_step), "result_dtype": "bfloat16"}
+        self.config = RunConfig(
+            result_kind=mode, batch_size=args.micro_batch, seed=args.seed,
+            latent_dim=args.latent_dim, generator_features=args.features,
+            discriminator_features=args.features, step_timeout=args.step_timeout,
+            dataset={"size": len(data.train), "shard_size": min(1000, len(data.train))},
+            **{**extra, **overrides},
+        )  # fmt: skip
+        self.model = ModelConfig(latent_dim=args.latent_dim, generator_features=args.features,
+                                 discriminator_features=args.features, channels=1)
+        generator, discriminator = build_models(self.model, seed=args.seed)
+        self.nets = (generator, discriminator)
+        weights = model_state(generator, discriminator)
+        strategy = strategy_for(self.config)
+        params = {k: weights[k] for k in StateSpec.from_config(self.model).parameters}
+        self.run = Class(self.config, strategy, weights, strategy.initial_optimizer(params))
+        self.sizes = class_model_bytes(self.config)
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.seq = itertools.count()
+        self.curve: list[tuple[float, float]] = []
+        self.new_epoch()
+
+    # --- the coordinator ------------------------------------------------------------------
+
+    def add_units(self, units: list[list[int]]) -> list[int]:
+        run = self.run
+        first = len(run.units)
+        run.units += units
+        for u in range(first, len(run.units)):
+            run.status[u] = "pending"
+        return list(range(first, len(run.units)))
+
+    def new_epoch(self) -> None:
+        run = self.run
+        run.epoch_units = self.add_units([idx for _, idx in plan_epoch(self.config, run.epoch)])
+        run.pinned = []
+
+    def pool(self) -> list[int]:
+        """The units the current version hands out, in unit order."""
+        run = self.run
+        units = run.pinned or run.epoch_units
+        return [u for u in units if run.status[u] == "pending"]
+
+    def claim(self, now: float) -> int | None:
+        run = self.run
+        pending = self.pool()
+        if not pending:
+            return None
+        if self.config.staleness_bound() == 0 and not run.pinned:  # the claim gate
+            out = sum(1 for leases in run.out.values() for lease in leases
+                      if lease.version == run.version)  # fmt: skip
+            if len(run.results) + out >= self.config.units_per_step:
+                return None
+        unit = pending[0]
+        run.status[unit] = "leased"
+        return unit
+
+    def readiness(self) -> StepReadiness:
+        run = self.run
+        outstanding = sum(1 for s in run.status.values() if s == "leased")
+        return StepReadiness(accepted=len(run.results), pending=len(self.pool()),
+                             outstanding=outstanding)  # fmt: skip
+
+    def maybe_fold(self, now: float) -> bool:
+        run = self.run
+        state = Run(run_id=1, status="active", config=self.config, iteration=run.version,
+                    epoch=run.epoch, iteration_started_at=EPOCH0 + timedelta(seconds=run.started),
+                    created_at=EPOCH0, finished_at=None)  # fmt: skip
+        if not should_step(state, self.readiness(), EPOCH0 + timedelta(seconds=now)):
+            return False
+        ordered = sorted(run.results, key=lambda item: item[0])  # the aggregator's unit order
+        if not self.args.timing_only:
+            fold = run.strategy.fold(run.weights, run.optimizer,
+                                     [lease.result for _, lease in ordered], version=run.version)
+            run.weights, run.optimizer = fold.weights, fold.optimizer
+        if not run.strategy.repeats_units(run.version + 1):  # each image once (not D and G)
+            run.images += sum(len(run.units[unit]) for unit, _ in ordered)
+        folded = [unit for unit, _ in ordered]
+        run.results = []
+        run.version += 1
+        run.started = now
+        # Leases whose results could not be accepted any more end: with a barrier all of
+        # them, else those left more than max_staleness behind; their images go back.
+        oldest = run.version - self.config.staleness_bound()
+        for unit, leases in run.out.items():
+            leases[:] = [lease for lease in leases if lease.version >= oldest]
+            if not leases and run.status[unit] == "leased":
+                run.status[unit] = "pending"
+        if run.strategy.repeats_units(run.version):  # a G phase: the D phase's units again
+            run.pinned = self.add_units([run.units[u] for u in folded])
+        else:
+            run.pinned = []
+            if all(run.status[u] == "done" for u in run.epoch_units):
+                run.epoch += 1
+                self.new_epoch()
+        self.push(now + self.args.fold_seconds, "publish", None)
+        return True
+
+    # --- events ---------------------------------------------------------------------------
+
+    def push(self, at: float, kind: str, payload: Any) -> None:
+        heapq.heappush(self.events, (at, next(self.seq), kind, payload))
+
+    def start(self, worker: SimWorker, now: float) -> None:
+        run = self.run
+        unit = self.claim(now)
+        if unit is None:
+            worker.waiting = True
+            return
+        worker.waiting = False
+        indices = run.units[unit]
+        load_model_state(*self.nets, run.weights)
+        strategy = run.strategy
+        images = self.data.train[torch.as_tensor(indices)] if strategy.needs_images(
+            run.version) else None  # fmt: skip
+        result = None if self.args.timing_only else strategy.compute(
+            *self.nets, images, indices, version=run.version)  # fmt: skip
+        phase = run.version % strategy.versions_per_iteration
+        cost = PHASE_COST if self.mode == "synchronous" else 1.0
+        computing = len(indices) * cost / worker.speed
+        transfer = (self.sizes[f"download{phase}"] if self.mode == "synchronous"
+                    else self.sizes["weights"]) + self.sizes[f"result{phase}"]  # fmt: skip
+        transfer /= worker.bandwidth
+        if self.mode == "async_local_steps" and not worker.first:
+            transfer = max(0.0, transfer - computing)  # pipelined behind the compute
+        worker.first = False
+        lease = Lease(worker, unit, run.version, result, computing)
+        run.out.setdefault(unit, []).append(lease)
+        self.push(now + computing + transfer, "done", lease)
+
+    def done(self, lease: Lease, now: float) -> None:
+        run, worker = self.run, lease.worker
+        worker.computing += lease.seconds_computing
+        leases = run.out.get(lease.unit, [])
+        if lease not in leases:  # ended by a fold: refused (409), its images already back
+            self.start(worker, now)
+            return
+        leases.remove(lease)
+        if run.status[lease.unit] == "leased":  # else another copy came first
+            run.status[lease.unit] = "done"
+            run.results.append((lease.unit, lease))
+            self.maybe_fold(now)
+        self.start(worker, now)
+
+    def simulate(self) -> dict[str, Any]:
+        end = self.args.minutes * 60
+        for worker in self.workers:
+            self.push(worker.joins, "join", worker)
+        step = self.args.eval_minutes * 60
+        for k in range(0 if self.args.timing_only else int(end // step) + 1):
+            self.push(k * step, "eval", None)
+        self.push(0.0, "tick", None)
+        started = time.perf_counter()
+        while self.events:
+            now, _, kind, payload = heapq.heappop(self.events)
+            if now > end:
+                break
+            if kind == "join":
+                self.start(payload, now)
+            elif kind == "done":
+                self.done(payload, now)
+            elif kind in ("publish", "tick"):
+                if kind == "tick":
+                    self.maybe_fold(now)
+                    self.push(now + 1.0, "tick", None)
+                for worker in self.workers:
+                    if worker.waiting and worker.joins <= now:
+                        self.start(worker, now)
+            elif kind == "eval":
+                load_model_state(*self.nets, self.run.weights)
+                self.curve.append((now / 60, self.evaluate(self.nets[0])))
+                reached = self.target is not None and self.curve[-1][1] <= self.target
+                if reached or self.run.epoch >= self.args.max_epochs:
+                    end = now
+                    break
+        alive = sum(max(0.0, end - w.joins) for w in self.workers) or 1.0
+        return {"mode": self.mode, "workers": len(self.workers), "curve": self.curve,
+                "images": self.run.images, "versions": self.run.version,
+                "computing_share": sum(w.computing for w in self.workers) / alive,
+                "real_seconds": time.perf_counter() - started}  # fmt: skip
+
+
+def lone_laptop(args: argparse.Namespace, data: Any, evaluate: Any) -> dict[str, Any]:
+    """``gan-train-local`` on one laptop: the textbook loop, batch 64, no network (its
+    steps are a synchronous run's with one unit of 64, bit for bit), at 1.07 textbook
+    steps per image."""
+    workers = [SimWorker("alone", args.laptop_speed, float("inf"), 0.0)]
+    alone = argparse.Namespace(**{**vars(args), "fold_seconds": 0.0, "minutes": max(
+        args.minutes, len(data.train) * 2 * PHASE_COST / args.laptop_speed / 60)})
+    sim = Simulation(alone, "synchronous", workers, data, evaluate,
+                     images_per_unit=args.micro_batch, units_per_step=1)  # fmt: skip
+    result = sim.simulate()
+    result["mode"] = "lone laptop"
+    return result
+
+
+def minutes_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    """The first class minute at which the distance is at most ``target``."""
+    return next((m for m, d in curve if d <= target), None)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Distance against class minutes, one line per run: a small SVG, no plotting library."""
+    width, height, left, bottom = 760, 420, 60, 40
+    curves = [r["curve"] for r in results]
+    top_minute = max(m for c in curves for m, _ in c) or 1.0
+    top = max(d for c in curves for _, d in c) * 1.05
+    x = lambda m: left + (width - left - 20) * m / top_minute  # noqa: E731
+    y = lambda d: height - bottom - (height - bottom - 20) * d / top  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" '
+             'stroke="black"/>',
+             f'<line x1="{left}" y1="20" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+             f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle">class minutes</text>',
+             f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
+             'text-anchor="middle">Fréchet distance (lower is better)</text>']  # fmt: skip
+    for tick in range(5):
+        value = top * tick / 4
+        parts.append(f'<text x="{left - 6}" y="{y(value) + 4}" '
+                     f'text-anchor="end">{value:.0f}</text>')  # fmt: skip
+        minute = top_minute * tick / 4
+        parts.append(f'<text x="{x(minute)}" y="{height - bottom + 16}" '
+                     f'text-anchor="middle">{minute:.1f}</text>')  # fmt: skip
+    dashes = {4: "", 16: "6,3", 64: "2,2"}
+    for index, result in enumerate(results):
+        colour = COLOURS.get(result["mode"], "#000000")
+        dash = dashes.get(result["workers"], "4,2") if result["mode"] != "lone laptop" else ""
+        points = " ".join(f"{x(m):.1f},{y(d):.1f}" for m, d in result["curve"])
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
+                     f'stroke-width="2" stroke-dasharray="{dash}"/>')  # fmt: skip
+        label = result["mode"] + ("" if result["mode"] == "lone laptop"
+                                  else f", {result['workers']} workers")  # fmt: skip
+        ly = 30 + 16 * index
+        parts.append(f'<line x1="{width - 250}" y1="{ly}" x2="{width - 220}" y2="{ly}" '
+                     f'stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
+        parts.append(f'<text x="{width - 214}" y="{ly + 4}">{label}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true",
+                   help="a quick plumbing check: synthetic shapes, tiny model and class")
+    p.add_argument("--workers", type=int, nargs="+", default=[4, 16],
+                   help="class sizes to simulate (default: 4 16)")
+    p.add_argument("--modes", nargs="+", default=["synchronous", "local_steps",
+                   "async_local_steps"], help="modes to simulate (default: all three)")
+    p.add_argument("--minutes", type=float, default=6.0, help="class minutes (default: 6)")
+    p.add_argument("--timing-only", action="store_true",
+                   help="time alone: no unit is computed and no distance taken, so large "
+                   "classes simulate in seconds (the share of worker time spent computing)")
+    p.add_argument("--max-epochs", type=int, default=3,
+                   help="a class's run also stops after this many epochs (default: 3)")
+    p.add_argument("--eval-minutes", type=float, default=0.5,
+                   help="class minutes between quality measurements (default: 0.5)")
+    p.add_argument("--laptop-speed", type=float, default=80.0,
+                   help="a laptop's textbook-step images/s (default: 80, measured on 2 cores)")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="how many of each class's workers are GPUs (default: 0)")
+    p.add_argument("--gpu-speedup", type=float, default=15.0,
+                   help="a GPU's speed over a laptop's (default: 15)")
+    p.add_argument("--bandwidth", type=float, default=10.0,
+                   help="MB/s between each worker and the coordinator (default: 10)")
+    p.add_argument("--join-seconds", type=float, default=30.0,
+                   help="workers join evenly over this many seconds (default: 30)")
+    p.add_argument("--fold-seconds", type=float, default=0.5,
+                   help="the coordinator's time per fold at class size (default: 0.5)")
+    p.add_argument("--step-timeout", type=float, default=120.0,
+                   help="the runs' step timeout in class seconds (default: 120)")
+    p.add_argument("--sync-unit", type=int, default=64,
+                   help="a synchronous unit's images; one unit per worker and phase (default: 64)")
+    p.add_argument("--inner-steps", type=int, default=32,
+                   help="H of both local-steps modes (default: 32)")
+    p.add_argument("--units-per-step", type=int, default=3,
+                   help="local steps with a barrier: units per outer step, at most N (default: 3)")
+    p.add_argument("--async-k", type=int, default=1,
+                   help="asynchronous: results per fold (default: 1)")
+    p.add_argument("--micro-batch", type=int, default=64, help="micro-batch (default: 64)")
+    p.add_argument("--features", type=int, default=16,
+                   help="G and D feature maps of the simulated model (default: 16)")
+    p.add_argument("--latent-dim", type=int, default=100, help="latent size (default: 100)")
+    p.add_argument("--images", type=int, default=60_000,
+                   help="training images of Fashion-MNIST (default: 60000)")
+    p.add_argument("--fd-samples", type=int, default=2000,
+                   help="samples per Fréchet distance (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--output", type=Path, default=Path("outputs/class-simulator"),
+                   help="results.json and the plot go here (default: outputs/class-simulator)")
+    return p  # fmt: skip
+
+
+def class_of(args: argparse.Namespace, n: int) -> list[SimWorker]:
+    """N workers, the first ``--gpus`` of them GPUs, joining evenly over ``--join-seconds``."""
+    speeds = [args.laptop_speed * (args.gpu_speedup if i < args.gpus else 1.0) for i in range(n)]
+    return [SimWorker(f"w{i}", speed, args.bandwidth * MB, args.join_seconds * i / n)
+            for i, speed in enumerate(speeds)]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args = argparse.Namespace(**{**vars(args), "workers": [2], "minutes": 0.5,
+                                     "eval_minutes": 0.25, "features": 8, "images": 1024,
+                                     "fd_samples": 256, "inner_steps": 2, "micro_batch": 16,
+                                     "sync_unit": 16, "laptop_speed": 200.0,
+                                     "bandwidth": 1000.0, "fold_seconds": 0.1})  # fmt: skip
+    torch.set_num_threads(args.threads)
+    present = (quality.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists()
+    if present and not args.smoke:
+        data = quality.load_fashion_mnist(quality.FASHION_MNIST_DIR, args.images, args.fd_samples)
+    else:
+        data = quality.load_synthetic(args.images, args.fd_samples, args.seed)
+    args.output.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    if args.timing_only:
+        for n in args.workers:
+            for mode in args.modes:
+                results.append(Simulation(args, mode, class_of(args, n), data, None).simulate())
+        print("| mode | workers | images trained | versions | computing share |")
+        print("|---|---:|---:|---:|---:|")
+        for r in results:
+            print(f"| {r['mode']} | {r['workers']} | {r['images']} | {r['versions']} | "
+                  f"{r['computing_share']:.1%} |")  # fmt: skip
+        (args.output / "timing.json").write_text(json.dumps(results, indent=1))
+        return results
+
+    width, feature_dim = (8, 32) if args.smoke else (32, 128)
+    classifier, _ = quality.train_classifier(
+        data, width=width, feature_dim=feature_dim, epochs=4 if args.smoke else 2,
+        seed=args.seed, cache=args.output,
+    )  # fmt: skip
+    real = quality.real_features(classifier, data.test)
+
+    def evaluate(generator: torch.nn.Module) -> float:
+        fake = quality.generated_features(classifier, generator, args.fd_samples,
+                                          args.latent_dim, args.seed)  # fmt: skip
+        return quality.frechet_distance(fake, real)
+
+    results.append(lone_laptop(args, data, evaluate))
+    alone = results[0]
+    # One epoch of gan-train-local: 1.1 textbook steps per image (the two phases).
+    epoch_minutes = len(data.train) * 2 * PHASE_COST / args.laptop_speed / 60
+    target = next((d for m, d in alone["curve"] if m >= epoch_minutes), alone["curve"][-1][1])
+    print(f"target: the lone laptop's distance after one epoch ({epoch_minutes:.1f} class "
+          f"minutes): {target:.1f}", flush=True)  # fmt: skip
+    for n in args.workers:
+        for mode in args.modes:
+            results.append(
+                Simulation(args, mode, class_of(args, n), data, evaluate, target).simulate()
+            )
+            print(f"{mode} x {n}: done in {results[-1]['real_seconds']:.0f} s", flush=True)
+    print("| mode | workers | final distance | class minutes to target | sooner than alone "
+          "| computing share | versions |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        reached = epoch_minutes if r is alone else minutes_to(r["curve"], target)
+        faster = epoch_minutes / reached if reached else None
+        r.update(target=target, minutes_to_target=reached, speedup=faster)
+        print(f"| {r['mode']} | {r['workers']} | {r['curve'][-1][1]:.1f} | "
+              f"{'—' if reached is None else f'{reached:.1f}'} | "
+              f"{'—' if faster is None else f'{faster:.1f}x'} | {r['computing_share']:.0%} | "
+              f"{r['versions']} |")  # fmt: skip
+    (args.output / "results.json").write_text(json.dumps(
+        {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=1))
+    plot(results, args.output / "quality-vs-minutes.svg")
+    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'quality-vs-minutes.svg'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

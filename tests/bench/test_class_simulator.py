@@ -1,0 +1,37 @@
+"""bench/class_simulator.py in smoke mode: every mode runs through the product's own
+planner, step rule and strategies, and the class's time adds up."""
+
+from __future__ import annotations
+
+from tests.bench.helpers import bench_module
+
+
+def test_smoke_run_simulates_every_mode_and_writes_its_plot(tmp_path, capsys) -> None:
+    with bench_module("class_simulator") as simulator:
+        runs = simulator.main(["--smoke", "--output", str(tmp_path)])
+    by_mode = {run["mode"]: run for run in runs}
+    assert list(by_mode) == ["lone laptop", "synchronous", "local_steps", "async_local_steps"]
+    alone = by_mode["lone laptop"]
+    assert alone["minutes_to_target"] is not None and alone["computing_share"] > 0.99
+    for run in runs:
+        assert run["versions"] > 0 and run["images"] > 0
+        assert 0 < run["computing_share"] <= 1
+        minutes = [m for m, _ in run["curve"]]
+        assert minutes == sorted(minutes) and all(d > 0 for _, d in run["curve"])
+    # Without a barrier and with the next unit fetched while one computes, a worker
+    # computes a larger share of its time than with a barrier.
+    assert by_mode["async_local_steps"]["computing_share"] > by_mode["local_steps"][
+        "computing_share"]  # fmt: skip
+    assert (tmp_path / "quality-vs-minutes.svg").read_text().startswith("<svg")
+    assert "| async_local_steps | 2 |" in capsys.readouterr().out
+
+
+def test_timing_alone_orders_the_modes_by_the_share_of_time_spent_computing(tmp_path) -> None:
+    """Four laptops, the class model's transfers at 10 MB/s, H = 32: synchronous phases
+    wait on the network, local steps on the barrier, asynchronous workers on neither."""
+    with bench_module("class_simulator") as simulator:
+        runs = simulator.main(["--timing-only", "--workers", "4", "--minutes", "10",
+                               "--images", "20000", "--output", str(tmp_path)])  # fmt: skip
+    share = {run["mode"]: run["computing_share"] for run in runs}
+    assert share["synchronous"] < share["local_steps"] < share["async_local_steps"] <= 1
+    assert (tmp_path / "timing.json").exists()
