@@ -187,7 +187,9 @@ class Simulation:
 
     def new_epoch(self) -> None:
         run = self.run
-        run.epoch_units = self.add_units([idx for _, idx in plan_epoch(self.config, run.epoch)])
+        left = [u for u in run.epoch_units if run.status[u] != "done"]  # still out
+        units = self.add_units([indices for _, indices in plan_epoch(self.config, run.epoch)])
+        run.epoch_units = left + units
         run.pinned = []
 
     def pool(self) -> list[int]:
@@ -245,7 +247,11 @@ class Simulation:
             run.pinned = self.add_units([run.units[u] for u in folded])
         else:
             run.pinned = []
-            if all(run.status[u] == "done" for u in run.epoch_units):
+            # The next epoch is planned once this one is all in; without a barrier, once
+            # none of it is left to hand out (the coordinator's rule, StatesRepo.commit_step).
+            barrier = self.config.staleness_bound() == 0
+            if all(run.status[u] != "pending" if not barrier else run.status[u] == "done"
+                   for u in run.epoch_units):  # fmt: skip
                 run.epoch += 1
                 self.new_epoch()
         self.push(now + self.args.fold_seconds, "publish", None)
@@ -347,6 +353,10 @@ def lone_laptop(args: argparse.Namespace, data: Any, evaluate: Any) -> dict[str,
     result = sim.simulate()
     result["mode"] = "lone laptop"
     return result
+
+
+def rounded(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(round(m, 1), round(d, 1)) for m, d in curve]
 
 
 def minutes_to(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -502,13 +512,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     epoch_minutes = len(data.train) * 2 * PHASE_COST / args.laptop_speed / 60
     target = next((d for m, d in alone["curve"] if m >= epoch_minutes), alone["curve"][-1][1])
     print(f"target: the lone laptop's distance after one epoch ({epoch_minutes:.1f} class "
-          f"minutes): {target:.1f}", flush=True)  # fmt: skip
+          f"minutes): {target:.1f}; its curve {rounded(alone['curve'])}", flush=True)
     for n in args.workers:
         for mode in args.modes:
             results.append(
                 Simulation(args, mode, class_of(args, n), data, evaluate, target).simulate()
             )
-            print(f"{mode} x {n}: done in {results[-1]['real_seconds']:.0f} s", flush=True)
+            last = results[-1]
+            print(f"{mode} x {n}: done in {last['real_seconds']:.0f} s, curve "
+                  f"{rounded(last['curve'])}", flush=True)
     print("| mode | workers | final distance | class minutes to target | sooner than alone "
           "| computing share | versions |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -207,20 +207,26 @@ class StatesRepo:
                 max_iterations is not None
                 and new_iteration >= max_iterations * step.versions_per_iteration
             )
-            epoch_complete = not await conn.fetchval(
+            # Every unit is in (with a barrier older epochs always are); without a
+            # barrier the next epoch is planned as soon as none of this one is left to
+            # hand out, so that nobody idles while its last units compute (their images
+            # still count once: a unit is done once).
+            all_done = not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND status <> 'done')",
+                step.run_id,
+            )
+            handed_out = all_done or not step.ends_leases and not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM work_units "
-                "WHERE run_id = $1 AND epoch = $2 AND status <> 'done')",
+                "WHERE run_id = $1 AND epoch = $2 AND status = 'pending')",
                 step.run_id,
                 epoch,
             )
-            if epoch_complete:
-                if max_epochs is not None and epoch + 1 >= max_epochs:
-                    finished = True
-                elif not finished:
-                    epoch += 1
-                    await insert_units(
-                        conn, run_id=step.run_id, epoch=epoch, units=plan_epoch(epoch)
-                    )
+            last = max_epochs is not None and epoch + 1 >= max_epochs
+            if last and all_done:
+                finished = True
+            elif handed_out and not last and not finished:
+                epoch += 1
+                await insert_units(conn, run_id=step.run_id, epoch=epoch, units=plan_epoch(epoch))
             status = "finished" if finished else "active"
             if finished and not step.ends_leases:
                 # The last fold of a run without a barrier: what is still being computed

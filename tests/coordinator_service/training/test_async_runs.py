@@ -4,6 +4,7 @@ and a restart that replays folds of stale results bit for bit (issue 13)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -181,3 +182,36 @@ def test_kill_9_replays_folds_of_stale_results_bit_for_bit(
     assert [(r["iteration"], r["folded_version"]) for r in rows] == [
         (0, 0), (0, 1), (2, 2), (2, 3), (4, 4)
     ]
+
+
+def test_the_next_epoch_is_handed_out_while_the_last_units_of_one_compute(
+    coordinator: RunningCoordinator,
+) -> None:
+    """Two units an epoch: both out, bob's folds, and bob gets a unit of the next epoch
+    at once instead of waiting for ada's; hers still counts in epoch 0, and the run
+    finishes only when every unit of its last epoch is in."""
+    coordinator.start_run(**{**ASYNC, "dataset": {"size": 32, "shard_size": 32},
+                             "max_epochs": 2})  # fmt: skip
+    ada = coordinator.client(coordinator.register("ada"))
+    bob = coordinator.client(coordinator.register("bob"))
+    hers, his = claim_when_ready(ada), claim_when_ready(bob)
+    assert (hers.epoch, his.epoch) == (0, 0)
+    assert upload(bob, his, fake_body(his)).status_code == 200
+    wait_for_version(bob, 1)
+    following = claim_when_ready(bob)
+    assert following.epoch == 1
+    assert upload(ada, hers, fake_body(hers)).status_code == 200
+    wait_for_version(ada, 2)
+    last = claim_when_ready(ada)
+    assert last.epoch == 1
+    for client, unit in ((bob, following), (ada, last)):
+        assert upload(client, unit, fake_body(unit)).status_code == 200
+    deadline = time.monotonic() + 60  # one fold or two, as the uploads meet the folds
+    while (status := ada.get("/status").json())["state"] != "finished":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status["images_processed"] == 2 * 32
+    rows = asyncio.run(fetch(coordinator.database_url,
+                             "SELECT epoch, count(*) AS n FROM work_units "
+                             "WHERE status = 'done' GROUP BY epoch ORDER BY epoch"))
+    assert [(r["epoch"], r["n"]) for r in rows] == [(0, 2), (1, 2)]
