@@ -95,8 +95,9 @@ async def claim(
             await wait_for(ticket, remaining if state.listening else min(1.0, remaining))
         finally:
             state.publications.forget(ticket)
-    if outcome.unit is not None:
-        state.publications.pass_on()  # there may be more work: the next claim in line looks
+    if outcome.unit is not None or outcome.status == "finished":
+        # There may be more work (or the news that the run is over): the next in line looks.
+        state.publications.pass_on()
     state.metrics.claims.labels(outcome.status).inc()
     if outcome.status == "finished":
         raise CoordinatorError("run_finished")
