@@ -330,7 +330,8 @@ class Simulation:
             elif kind == "eval":
                 load_model_state(*self.nets, self.run.weights)
                 self.curve.append((now / 60, self.evaluate(self.nets[0])))
-                reached = self.target is not None and self.curve[-1][1] <= self.target
+                reached = (self.target is not None and self.run.version > 0
+                           and self.curve[-1][1] <= self.target)  # fmt: skip
                 if reached or self.run.epoch >= self.args.max_epochs:
                     end = now
                     break
@@ -475,6 +476,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                      "sync_unit": 16, "laptop_speed": 200.0,
                                      "bandwidth": 1000.0, "fold_seconds": 0.1})  # fmt: skip
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the classifier's initial weights come from here
     present = (quality.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists()
     if present and not args.smoke:
         data = quality.load_fashion_mnist(quality.FASHION_MNIST_DIR, args.images, args.fd_samples)
