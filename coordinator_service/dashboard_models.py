@@ -160,6 +160,8 @@ class LeaderboardRow(_Model):
                     "gpu_vram_gb": 15.0,
                     "registered_at": "2026-11-21T08:58:00Z",
                     "revoked": False,
+                    "images_per_second": 1210.5,
+                    "inner_steps": 256,
                 }
             ]
         },
@@ -188,6 +190,16 @@ class LeaderboardRow(_Model):
         "after every unflagged worker) until the instructor clears the flag or revokes it",
     )
     flag_reason: str | None = None
+    images_per_second: float | None = Field(
+        default=None,
+        description="its speed as the coordinator measured it from its accepted results "
+        "(images over the time since its previous result); null before its first",
+    )
+    inner_steps: int | None = Field(
+        default=None,
+        description="H of the local-steps unit it computes now (with unit_seconds, its "
+        "speed sets it); null while it computes none",
+    )
 
 
 class DeviceCount(_Model):

@@ -393,6 +393,23 @@ class RunConfig(_Model):
         "fresh one in its fold (FedAsync's polynomial weight; default a = 0.5)",
     )
 
+    unit_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="local steps, dynamic local updates: a claim joins as many of the "
+        "epoch's units as the worker, at the speed the coordinator measured from its last "
+        "results, trains in about this many seconds, so a GPU takes more inner steps per "
+        "unit than a laptop (default: off, every unit is images_per_unit)",
+    )
+    max_units_per_claim: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="with unit_seconds: the most units one claim joins, bounding H at this "
+        "many times inner_steps (default 16)",
+    )
+
     @model_validator(mode="after")
     def _local_steps_options(self) -> RunConfig:
         if self.spot_check_fraction > 0 and self.result_kind != "synchronous":
@@ -408,6 +425,7 @@ class RunConfig(_Model):
                 f"{', '.join(given)} only apply to runs with result_kind 'async_local_steps'"
             )
         given = [name for name in LOCAL_STEPS_DEFAULTS if getattr(self, name) is not None]
+        given += [n for n in ("unit_seconds", *DYNAMIC_DEFAULTS) if getattr(self, n) is not None]
         if self.result_kind not in LOCAL_KINDS:
             if given:
                 raise ValueError(
@@ -428,6 +446,10 @@ class RunConfig(_Model):
         defaults = {**LOCAL_STEPS_DEFAULTS}
         if self.result_kind == "async_local_steps":
             defaults.update(ASYNC_DEFAULTS)
+        if self.unit_seconds is not None:
+            defaults.update(DYNAMIC_DEFAULTS)
+        elif self.max_units_per_claim is not None:
+            raise ValueError("max_units_per_claim only applies to runs with unit_seconds")
         for name, default in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
@@ -470,6 +492,9 @@ LOCAL_STEPS_DEFAULTS: dict[str, object] = {
 # An asynchronous run's defaults (besides the local-steps ones).
 ASYNC_DEFAULTS: dict[str, object] = {"max_staleness": 64, "staleness_exponent": 0.5}
 
+# Dynamic local updates' bound, once unit_seconds turns them on.
+DYNAMIC_DEFAULTS: dict[str, object] = {"max_units_per_claim": 16}
+
 
 class RunStartRequest(_Model):
     """Start a run: a class-size preset fills values, ``config`` overrides any of them."""
@@ -504,6 +529,10 @@ class UnitCounts(_Model):
     pending: int = 0
     leased: int = 0
     done: int = 0
+    done_images: int = Field(
+        default=0,
+        description="images in the done units (units differ in size with dynamic local updates)",
+    )
 
 
 class HistoryEntry(_Model):

@@ -98,7 +98,7 @@ async def status(conn: ConnDep) -> DashboardStatus:
         epoch=run.epoch,
         max_epochs=config.max_epochs,
         max_iterations=config.max_iterations,
-        epoch_progress=units.done / in_epoch if in_epoch else 0.0,
+        epoch_progress=units.done_images / config.dataset.size if in_epoch else 0.0,
         images_per_epoch=config.dataset.size,
         units=units,
         results_waiting=waiting,

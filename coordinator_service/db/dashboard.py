@@ -46,6 +46,8 @@ class WorkerRow(_Row):
     revoked: bool
     flagged: bool
     flag_reason: str | None
+    images_per_second: float | None
+    inner_steps: int | None
 
 
 class ClusterTotals(_Row):
@@ -87,7 +89,14 @@ SELECT rank() OVER (PARTITION BY w.revoked_at IS NULL, w.flagged_at IS NULL
        w.last_heartbeat, extract(epoch FROM now() - w.last_heartbeat)::float8 AS seconds_since_seen,
        w.device, w.device_name, w.cpu_cores, w.ram_gb, w.gpu_count, w.gpu_vram_gb,
        w.created_at AS registered_at, w.revoked_at IS NOT NULL AS revoked,
-       w.flagged_at IS NOT NULL AS flagged, w.flag_reason
+       w.flagged_at IS NOT NULL AS flagged, w.flag_reason, w.images_per_second,
+       -- H of the local-steps unit it computes now: its speed sets it in a dynamic run.
+       (SELECT ceil(cardinality(u.image_indices)::float8
+                    / (r.config->>'batch_size')::integer)::integer
+        FROM leases l JOIN work_units u USING (unit_id) JOIN runs r ON r.run_id = l.run_id
+        WHERE l.worker_id = w.worker_id AND l.status = 'active' AND l.check_of IS NULL
+          AND r.config->>'result_kind' IN ('local_steps', 'async_local_steps')
+        ORDER BY l.created_at DESC LIMIT 1) AS inner_steps
 FROM workers w
 WHERE $3 OR w.revoked_at IS NULL
 -- Flagged workers' credit is withheld: they rank among themselves, after everyone else.

@@ -25,6 +25,8 @@ from coordinator_service.db.runs import (
     return_to_pool,
 )
 from coordinator_service.db.spot_checks import SpotChecksRepo
+from coordinator_service.db.workers import measured_speed
+from coordinator_service.training.planner import units_per_claim
 
 _CLAIM = """
 WITH picked AS (
@@ -51,6 +53,50 @@ FROM lease l JOIN picked p USING (unit_id)
 _CLAIM_ANY = _CLAIM.format(shard_filter="")
 _CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($6::integer[])")
 
+# Dynamic local updates: up to $5 pending units of the oldest epoch with pending work,
+# never leased before, in unit order, become the first of them, holding all their images
+# in that order; the others are deleted. The joined unit is then leased like any other:
+# recomputable from its row, returned to the pool whole if its lease ends. While a unit
+# that came back waits (it keeps its size and its lease history), nothing is joined:
+# the plain claim hands that one out first.
+_CLAIM_JOINED = """
+WITH returned AS (
+    SELECT 1 FROM work_units u
+    WHERE run_id = $1 AND status = 'pending' AND pinned_iteration IS NULL
+      AND EXISTS (SELECT 1 FROM leases l WHERE l.unit_id = u.unit_id)
+    LIMIT 1
+), picked AS (
+    SELECT unit_id, image_indices FROM work_units u
+    WHERE run_id = $1 AND status = 'pending' AND pinned_iteration IS NULL
+      AND epoch = (SELECT min(epoch) FROM work_units
+                   WHERE run_id = $1 AND status = 'pending' AND pinned_iteration IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.unit_id = u.unit_id)
+      AND NOT EXISTS (SELECT 1 FROM returned)
+    ORDER BY unit_id
+    FOR UPDATE SKIP LOCKED
+    LIMIT $5
+), head AS (
+    SELECT min(unit_id) AS unit_id FROM picked
+), joined AS (
+    SELECT array_agg(t.image ORDER BY p.unit_id, t.place) AS image_indices
+    FROM picked p, unnest(p.image_indices) WITH ORDINALITY AS t(image, place)
+), dropped AS (
+    DELETE FROM work_units
+    WHERE unit_id IN (SELECT unit_id FROM picked) AND unit_id <> (SELECT unit_id FROM head)
+), grown AS (
+    UPDATE work_units SET status = 'leased', image_indices = (SELECT image_indices FROM joined)
+    WHERE unit_id = (SELECT unit_id FROM head)
+    RETURNING unit_id, epoch, image_indices
+), lease AS (
+    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
+    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM grown
+    RETURNING lease_id, unit_id, iteration, deadline, is_backup,
+              extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
+)
+SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, l.seconds_left,
+       g.epoch, g.image_indices
+FROM lease l JOIN grown g USING (unit_id)
+"""
 
 # Results of the current iteration accepted and not yet consumed, plus first leases still
 # out for it: what the next step is already waiting for.
@@ -166,8 +212,16 @@ class LeasesRepo:
     async def _claim_pending(
         self, run: Run, worker_id: int, cached_shards: Sequence[int], pool: int
     ) -> asyncpg.Record | None:
-        """A pending unit, from a shard the worker caches if there is one."""
+        """A pending unit, from a shard the worker caches if there is one; with dynamic
+        local updates, as many fresh units joined into one as the worker's speed fits."""
         args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds, pool)
+        if run.config.unit_seconds is not None and pool < 0:
+            speed = await measured_speed(self.conn, worker_id)
+            joins = units_per_claim(run.config, speed)
+            if joins > 1:
+                row = await self.conn.fetchrow(_CLAIM_JOINED, *args[:4], joins)
+                if row is not None:
+                    return row
         if cached_shards:
             row = await self.conn.fetchrow(_CLAIM_CACHED, *args, list(cached_shards))
             if row is not None:

@@ -10,6 +10,7 @@ import asyncpg
 from coordinator_service.db.models import AcceptedResult, OpenResult, ResultMetrics
 from coordinator_service.db.runs import lock_run_shared
 from coordinator_service.db.spot_checks import SpotChecksRepo
+from coordinator_service.db.workers import record_result
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.notifications import RESULTS, notify
 
@@ -70,7 +71,7 @@ class ResultsRepo:
                 "SELECT iteration FROM runs WHERE run_id = $1", run_id
             )
             lease = await self.conn.fetchrow(
-                "SELECT unit_id, run_id, iteration, status FROM leases "
+                "SELECT unit_id, run_id, iteration, status, created_at FROM leases "
                 "WHERE lease_id = $1 AND worker_id = $2 FOR UPDATE",
                 lease_id,
                 worker_id,
@@ -122,9 +123,7 @@ class ResultsRepo:
                 lease["unit_id"],
                 lease["iteration"],
             )
-            await self.conn.execute(
-                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
-            )
+            await record_result(self.conn, worker_id, num_samples, lease["created_at"])
             if spot_check:
                 await SpotChecksRepo(self.conn).open(result_lease_id=lease_id)
             await notify(self.conn, RESULTS)  # the aggregator, in whichever process

@@ -193,12 +193,15 @@ class RunsRepo:
     async def unit_counts(self, *, run_id: int, epoch: int) -> UnitCounts:
         records = await self.conn.fetch(
             # The epoch's images: a G phase's repeats of them are not more work to plan.
-            "SELECT status, count(*) AS n FROM work_units "
-            "WHERE run_id = $1 AND epoch = $2 AND pinned_iteration IS NULL GROUP BY status",
+            "SELECT status, count(*) AS n, sum(cardinality(image_indices)) AS images "
+            "FROM work_units WHERE run_id = $1 AND epoch = $2 AND pinned_iteration IS NULL "
+            "GROUP BY status",
             run_id,
             epoch,
         )
-        return UnitCounts(**{r["status"]: r["n"] for r in records})
+        counts = {r["status"]: r["n"] for r in records}
+        done = sum(r["images"] for r in records if r["status"] == "done")
+        return UnitCounts(**counts, done_images=done)
 
 
 async def insert_units(

@@ -30,6 +30,35 @@ async def lock_workers(conn: asyncpg.Connection, worker_ids: Iterable[int]) -> N
         )
 
 
+# An accepted result times its worker: its images over the seconds since the later of
+# its lease's start and the worker's previous result (a worker that claims ahead is
+# timed by the pace of its results), averaged with the previous figure. Dynamic local
+# updates size the worker's next claims by it (planner.units_per_claim).
+_RECORD_RESULT = """
+UPDATE workers w SET last_heartbeat = now(), last_result_at = clock_timestamp(),
+    images_per_second = CASE WHEN w.images_per_second IS NULL THEN t.measured
+                             ELSE 0.5 * w.images_per_second + 0.5 * t.measured END
+FROM (SELECT $2::float8 / greatest(extract(epoch FROM clock_timestamp()
+                 - greatest($3::timestamptz, last_result_at))::float8, 0.001) AS measured
+      FROM workers WHERE worker_id = $1) t
+WHERE w.worker_id = $1
+"""
+
+
+async def record_result(
+    conn: asyncpg.Connection, worker_id: int, images: int, leased_at: datetime
+) -> None:
+    """The worker's result was accepted: it is alive, and this is its latest speed."""
+    await conn.execute(_RECORD_RESULT, worker_id, images, leased_at)
+
+
+async def measured_speed(conn: asyncpg.Connection, worker_id: int) -> float | None:
+    """Images per second of the worker's recent results (None before its first)."""
+    return await conn.fetchval(
+        "SELECT images_per_second FROM workers WHERE worker_id = $1", worker_id
+    )
+
+
 _WORKER_COLUMNS = (
     "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat, flagged_at"
 )

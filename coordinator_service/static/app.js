@@ -182,6 +182,8 @@ function renderBoard(rows) {
     cell(tr, w.name, "name").title = w.name;
     cell(tr, w.hardware, "hw hide-s").title = w.hardware;
     cell(tr, fmtInt(w.total_work_units), "num");
+    const speed = w.images_per_second == null ? "" : `${fmtInt(w.images_per_second)} img/s`;
+    cell(tr, w.inner_steps == null ? "–" : fmtInt(w.inner_steps), "num hide-s").title = speed;
     cell(tr, w.flagged ? "withheld" : fmtInt(w.total_images), "num").title = w.flag_reason || "";
     cell(tr, fmtAgo(w.seconds_since_seen), "hide-s");
     cell(tr, w.status, `status ${w.status}`);

@@ -26,3 +26,19 @@ def plan_epoch(config: RunConfig, epoch: int) -> list[PlannedUnit]:
         shards = Counter(i // dataset.shard_size for i in images)
         units.append((shards.most_common(1)[0][0], images))
     return units
+
+
+def units_per_claim(config: RunConfig, images_per_second: float | None) -> int:
+    """Dynamic local updates: how many of the epoch's units one claim joins into one.
+
+    As many as the worker trains in about ``unit_seconds`` at ``images_per_second``
+    (measured by the coordinator from the worker's accepted results, never declared by
+    it), between 1 and ``max_units_per_claim``. A worker not measured yet gets one unit;
+    so does every worker of a run without ``unit_seconds``. H is then the joined unit's
+    images over the micro-batch: a GPU ten times a laptop's speed takes ten times its
+    inner steps per round trip, as Liu et al.'s Dynamic Local Updates do.
+    """
+    if config.unit_seconds is None or not images_per_second or images_per_second <= 0:
+        return 1
+    fit = int(config.unit_seconds * images_per_second // config.images_per_unit)
+    return max(1, min(config.max_units_per_claim or 1, fit))

@@ -136,7 +136,7 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert (status["iteration"], status["epoch"]) == (2, 0)
     assert (status["max_iterations"], status["max_epochs"]) == (3, None)
     # 640 images in units of 16: 40 units; 4 in steps, none out.
-    assert status["units"] == {"pending": 36, "leased": 0, "done": 4}
+    assert status["units"] == {"pending": 36, "leased": 0, "done": 4, "done_images": 64}
     assert status["epoch_progress"] == pytest.approx(0.1)
     assert status["images_per_epoch"] == 640
     assert status["images_processed"] == 64
@@ -223,7 +223,7 @@ def test_status_leaderboard_cluster_after_scripted_results(
     finished = wait_for_iteration(public, 3)
     assert finished["state"] == "finished" and finished["finished_at"] is not None
     assert finished["images_processed"] == 96
-    assert finished["units"] == {"pending": 34, "leased": 0, "done": 6}
+    assert finished["units"] == {"pending": 34, "leased": 0, "done": 6, "done_images": 96}
     assert finished["throughput"]["recent_images"] == 96
     time.sleep(0.2)
     later = public.get("/status").json()  # a finished run's clock and rate stand still
