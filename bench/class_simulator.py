@@ -55,7 +55,7 @@ import torch
 
 from coordinator_service.db.models import Run, StepReadiness
 from coordinator_service.training.aggregator import should_step
-from coordinator_service.training.planner import plan_epoch
+from coordinator_service.training.planner import plan_epoch, units_per_claim
 from shared.codec import encode_result
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import RunConfig
@@ -73,8 +73,10 @@ _spec.loader.exec_module(quality)
 MB = 1e6
 PHASE_COST = 0.55  # a synchronous phase per image, in textbook steps (both: 1.07)
 EPOCH0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DYNAMIC = "-dynamic"  # a mode's suffix: dynamic local updates (--unit-seconds)
 COLOURS = {"lone laptop": "#888888", "synchronous": "#e6a23c", "local_steps": "#3fa7d6",
-           "async_local_steps": "#59c27a"}  # fmt: skip
+           "async_local_steps": "#59c27a", "local_steps-dynamic": "#1d5f8a",
+           "async_local_steps-dynamic": "#2b7a3d"}  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -86,6 +88,8 @@ class SimWorker:
     computing: float = 0.0  # seconds spent computing
     waiting: bool = False
     first: bool = True
+    measured: float | None = None  # images/s as the coordinator measures it
+    last_result: float | None = None  # when its last result was accepted
 
 
 @dataclass(eq=False)
@@ -95,6 +99,7 @@ class Lease:
     version: int
     result: UnitResult | None  # None: --timing-only
     seconds_computing: float
+    started: float = 0.0
 
 
 @dataclass
@@ -114,6 +119,7 @@ class Class:
     epoch: int = 0
     started: float = 0.0  # when the current version began
     out: dict[int, list[Lease]] = field(default_factory=dict)  # unit -> active leases
+    leased_before: set[int] = field(default_factory=set)
     images: int = 0  # images folded
 
 
@@ -147,15 +153,19 @@ class Simulation:
         self.args, self.mode, self.workers, self.data, self.evaluate = (
             args, mode, workers, data, evaluate)  # fmt: skip
         self.target = target  # stop once the distance is at most this
+        kind, dynamic = mode.removesuffix(DYNAMIC), mode.endswith(DYNAMIC)
         extra: dict[str, Any] = {}
-        if mode == "synchronous":
+        if kind == "synchronous":
             extra = {"images_per_unit": args.sync_unit, "units_per_step": len(workers)}
         else:
             extra = {"images_per_unit": args.inner_steps * args.micro_batch,
-                     "units_per_step": args.async_k if mode == "async_local_steps"
+                     "units_per_step": args.async_k if kind == "async_local_steps"
                      else min(len(workers), args.units_per_step), "result_dtype": "bfloat16"}
+        if dynamic:  # small planned units, joined per claim to the worker's speed
+            extra.update(images_per_unit=args.base_inner_steps * args.micro_batch,
+                         unit_seconds=args.unit_seconds)  # fmt: skip
         self.config = RunConfig(
-            result_kind=mode, batch_size=args.micro_batch, seed=args.seed,
+            result_kind=kind, batch_size=args.micro_batch, seed=args.seed,
             latent_dim=args.latent_dim, generator_features=args.features,
             discriminator_features=args.features, step_timeout=args.step_timeout,
             dataset={"size": len(data.train), "shard_size": min(1000, len(data.train))},
@@ -198,7 +208,7 @@ class Simulation:
         units = run.pinned or run.epoch_units
         return [u for u in units if run.status[u] == "pending"]
 
-    def claim(self, now: float) -> int | None:
+    def claim(self, worker: SimWorker) -> int | None:
         run = self.run
         pending = self.pool()
         if not pending:
@@ -209,7 +219,16 @@ class Simulation:
             if len(run.results) + out >= self.config.units_per_step:
                 return None
         unit = pending[0]
+        joins = units_per_claim(self.config, worker.measured)
+        if joins > 1 and not run.pinned and not run.leased_before.intersection(pending):
+            # The coordinator's joined claim: fresh units, in unit order, become the first.
+            picked = pending[:joins]
+            run.units[unit] = [i for u in picked for i in run.units[u]]
+            for u in picked[1:]:
+                run.status[u] = "joined"
+                run.epoch_units.remove(u)
         run.status[unit] = "leased"
+        run.leased_before.add(unit)
         return unit
 
     def readiness(self) -> StepReadiness:
@@ -264,7 +283,7 @@ class Simulation:
 
     def start(self, worker: SimWorker, now: float) -> None:
         run = self.run
-        unit = self.claim(now)
+        unit = self.claim(worker)
         if unit is None:
             worker.waiting = True
             return
@@ -277,15 +296,16 @@ class Simulation:
         result = None if self.args.timing_only else strategy.compute(
             *self.nets, images, indices, version=run.version)  # fmt: skip
         phase = run.version % strategy.versions_per_iteration
-        cost = PHASE_COST if self.mode == "synchronous" else 1.0
+        kind = self.config.result_kind
+        cost = PHASE_COST if kind == "synchronous" else 1.0
         computing = len(indices) * cost / worker.speed
-        transfer = (self.sizes[f"download{phase}"] if self.mode == "synchronous"
+        transfer = (self.sizes[f"download{phase}"] if kind == "synchronous"
                     else self.sizes["weights"]) + self.sizes[f"result{phase}"]  # fmt: skip
         transfer /= worker.bandwidth
-        if self.mode == "async_local_steps" and not worker.first:
+        if kind == "async_local_steps" and not worker.first:
             transfer = max(0.0, transfer - computing)  # pipelined behind the compute
         worker.first = False
-        lease = Lease(worker, unit, run.version, result, computing)
+        lease = Lease(worker, unit, run.version, result, computing, now)
         run.out.setdefault(unit, []).append(lease)
         self.push(now + computing + transfer, "done", lease)
 
@@ -299,6 +319,11 @@ class Simulation:
         leases.remove(lease)
         if run.status[lease.unit] == "leased":  # else another copy came first
             run.status[lease.unit] = "done"
+            # Timed as the coordinator times it (workers.record_result).
+            since = max(lease.started, worker.last_result or lease.started)
+            pace = len(run.units[lease.unit]) / max(now - since, 1e-3)
+            worker.measured = pace if worker.measured is None else (worker.measured + pace) / 2
+            worker.last_result = now
             run.results.append((lease.unit, lease))
             self.maybe_fold(now)
         self.start(worker, now)
@@ -335,10 +360,15 @@ class Simulation:
                 if reached or self.run.epoch >= self.args.max_epochs:
                     end = now
                     break
-        alive = sum(max(0.0, end - w.joins) for w in self.workers) or 1.0
+        def share(workers: list[SimWorker]) -> float | None:
+            alive = sum(max(0.0, end - w.joins) for w in workers)
+            return sum(w.computing for w in workers) / alive if alive else None
+
+        fast = [w for w in self.workers if w.speed > self.args.laptop_speed]
         return {"mode": self.mode, "workers": len(self.workers), "curve": self.curve,
                 "images": self.run.images, "versions": self.run.version,
-                "computing_share": sum(w.computing for w in self.workers) / alive,
+                "computing_share": share(self.workers) or 0.0,
+                "gpu_computing_share": share(fast),
                 "real_seconds": time.perf_counter() - started}  # fmt: skip
 
 
@@ -414,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, nargs="+", default=[4, 16],
                    help="class sizes to simulate (default: 4 16)")
     p.add_argument("--modes", nargs="+", default=["synchronous", "local_steps",
-                   "async_local_steps"], help="modes to simulate (default: all three)")
+                   "async_local_steps"], help="modes to simulate: synchronous, local_steps, "
+                   "async_local_steps, and the last two with -dynamic (dynamic local updates) "
+                   "(default: the first three)")
     p.add_argument("--minutes", type=float, default=6.0, help="class minutes (default: 6)")
     p.add_argument("--timing-only", action="store_true",
                    help="time alone: no unit is computed and no distance taken, so large "
@@ -443,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="H of both local-steps modes (default: 32)")
     p.add_argument("--units-per-step", type=int, default=3,
                    help="local steps with a barrier: units per outer step, at most N (default: 3)")
+    p.add_argument("--unit-seconds", type=float, default=26.0,
+                   help="modes ending in -dynamic: a claim joins planned units of "
+                   "--base-inner-steps to about this many seconds at the worker's measured "
+                   "speed (default: 26, H = 32 on a laptop)")
+    p.add_argument("--base-inner-steps", type=int, default=8,
+                   help="modes ending in -dynamic: H of a planned unit (default: 8)")
     p.add_argument("--async-k", type=int, default=1,
                    help="asynchronous: results per fold (default: 1)")
     p.add_argument("--micro-batch", type=int, default=64, help="micro-batch (default: 64)")
@@ -458,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("outputs/class-simulator"),
                    help="results.json and the plot go here (default: outputs/class-simulator)")
     return p  # fmt: skip
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
 
 
 def class_of(args: argparse.Namespace, n: int) -> list[SimWorker]:
@@ -488,11 +530,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for n in args.workers:
             for mode in args.modes:
                 results.append(Simulation(args, mode, class_of(args, n), data, None).simulate())
-        print("| mode | workers | images trained | versions | computing share |")
-        print("|---|---:|---:|---:|---:|")
+        print("| mode | workers | images trained | versions | computing share | GPUs' share |")
+        print("|---|---:|---:|---:|---:|---:|")
         for r in results:
             print(f"| {r['mode']} | {r['workers']} | {r['images']} | {r['versions']} | "
-                  f"{r['computing_share']:.1%} |")  # fmt: skip
+                  f"{r['computing_share']:.1%} | {_share(r['gpu_computing_share'])} |")  # fmt: skip
         (args.output / "timing.json").write_text(json.dumps(results, indent=1))
         return results
 
@@ -524,8 +566,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             print(f"{mode} x {n}: done in {last['real_seconds']:.0f} s, curve "
                   f"{rounded(last['curve'])}", flush=True)
     print("| mode | workers | final distance | class minutes to target | sooner than alone "
-          "| computing share | versions |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| computing share | GPUs' share | versions |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         reached = epoch_minutes if r is alone else minutes_to(r["curve"], target)
         faster = epoch_minutes / reached if reached else None
@@ -533,6 +575,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(f"| {r['mode']} | {r['workers']} | {r['curve'][-1][1]:.1f} | "
               f"{'—' if reached is None else f'{reached:.1f}'} | "
               f"{'—' if faster is None else f'{faster:.1f}x'} | {r['computing_share']:.0%} | "
+              f"{_share(r.get('gpu_computing_share'))} | "
               f"{r['versions']} |")  # fmt: skip
     (args.output / "results.json").write_text(json.dumps(
         {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=1))

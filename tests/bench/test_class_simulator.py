@@ -35,3 +35,16 @@ def test_timing_alone_orders_the_modes_by_the_share_of_time_spent_computing(tmp_
     share = {run["mode"]: run["computing_share"] for run in runs}
     assert share["synchronous"] < share["local_steps"] < share["async_local_steps"] <= 1
     assert (tmp_path / "timing.json").exists()
+
+
+def test_dynamic_local_updates_keep_a_gpu_computing(tmp_path) -> None:
+    """Four workers, one a GPU 15x a laptop: with units of H = 32 the GPU computes for
+    1.7 s between 4 s of transfers; joined to its speed (the coordinator's rule,
+    units_per_claim) its units grow to H = 128 and it computes most of its time."""
+    with bench_module("class_simulator") as simulator:
+        runs = simulator.main(["--timing-only", "--workers", "4", "--gpus", "1", "--minutes",
+                               "10", "--images", "20000", "--modes", "async_local_steps",
+                               "async_local_steps-dynamic", "--output", str(tmp_path)])  # fmt: skip
+    fixed, dynamic = runs
+    assert fixed["gpu_computing_share"] < 0.6 < 0.9 < dynamic["gpu_computing_share"] <= 1
+    assert dynamic["images"] > fixed["images"]
