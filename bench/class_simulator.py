@@ -59,7 +59,7 @@ from coordinator_service.training.planner import plan_epoch, units_per_claim
 from shared.codec import encode_result
 from shared.models import ModelConfig, StateSpec, build_models, load_model_state, model_state
 from shared.protocol import RunConfig
-from shared.strategies import Strategy, strategy_for
+from shared.strategies import InnerOptimizer, Strategy, strategy_for
 from shared.unit_result import UnitMetrics, UnitResult
 
 _spec = importlib.util.spec_from_file_location(
@@ -73,10 +73,22 @@ _spec.loader.exec_module(quality)
 MB = 1e6
 PHASE_COST = 0.55  # a synchronous phase per image, in textbook steps (both: 1.07)
 EPOCH0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-DYNAMIC = "-dynamic"  # a mode's suffix: dynamic local updates (--unit-seconds)
+# A local mode's suffixes: -dynamic, dynamic local updates (--unit-seconds); -kept, each
+# worker keeps its inner Adam across its units (inner_optimizer per_worker).
+SUFFIXES = ("dynamic", "kept")
 COLOURS = {"lone laptop": "#888888", "synchronous": "#e6a23c", "local_steps": "#3fa7d6",
            "async_local_steps": "#59c27a", "local_steps-dynamic": "#1d5f8a",
-           "async_local_steps-dynamic": "#2b7a3d"}  # fmt: skip
+           "async_local_steps-dynamic": "#2b7a3d", "async_local_steps-kept": "#a05cc8",
+           "local_steps-kept": "#c85c8e"}  # fmt: skip
+
+
+def mode_parts(mode: str) -> tuple[str, list[str]]:
+    """``async_local_steps-dynamic-kept`` -> the run's result kind and its suffixes."""
+    kind, *suffixes = mode.split("-")
+    if kind not in ("synchronous", "local_steps", "async_local_steps") or not set(
+            suffixes) <= set(SUFFIXES) or (suffixes and kind == "synchronous"):  # fmt: skip
+        raise SystemExit(f"unknown mode {mode!r} (see --modes in --help)")
+    return kind, suffixes
 
 
 @dataclass(eq=False)
@@ -88,6 +100,7 @@ class SimWorker:
     computing: float = 0.0  # seconds spent computing
     waiting: bool = False
     first: bool = True
+    inner: InnerOptimizer = field(default_factory=InnerOptimizer)  # kept: its inner Adam
     measured: float | None = None  # images/s as the coordinator measures it
     last_result: float | None = None  # when its last result was accepted
 
@@ -153,7 +166,7 @@ class Simulation:
         self.args, self.mode, self.workers, self.data, self.evaluate = (
             args, mode, workers, data, evaluate)  # fmt: skip
         self.target = target  # stop once the distance is at most this
-        kind, dynamic = mode.removesuffix(DYNAMIC), mode.endswith(DYNAMIC)
+        kind, suffixes = mode_parts(mode)
         extra: dict[str, Any] = {}
         if kind == "synchronous":
             extra = {"images_per_unit": args.sync_unit, "units_per_step": len(workers)}
@@ -161,9 +174,11 @@ class Simulation:
             extra = {"images_per_unit": args.inner_steps * args.micro_batch,
                      "units_per_step": args.async_k if kind == "async_local_steps"
                      else min(len(workers), args.units_per_step), "result_dtype": "bfloat16"}
-        if dynamic:  # small planned units, joined per claim to the worker's speed
+        if "dynamic" in suffixes:  # small planned units, joined per claim to a worker's speed
             extra.update(images_per_unit=args.base_inner_steps * args.micro_batch,
                          unit_seconds=args.unit_seconds)  # fmt: skip
+        if "kept" in suffixes:
+            extra["inner_optimizer"] = "per_worker"
         self.config = RunConfig(
             result_kind=kind, batch_size=args.micro_batch, seed=args.seed,
             latent_dim=args.latent_dim, generator_features=args.features,
@@ -294,7 +309,7 @@ class Simulation:
         images = self.data.train[torch.as_tensor(indices)] if strategy.needs_images(
             run.version) else None  # fmt: skip
         result = None if self.args.timing_only else strategy.compute(
-            *self.nets, images, indices, version=run.version)  # fmt: skip
+            *self.nets, images, indices, version=run.version, inner=worker.inner)  # fmt: skip
         phase = run.version % strategy.versions_per_iteration
         kind = self.config.result_kind
         cost = PHASE_COST if kind == "synchronous" else 1.0
@@ -445,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class sizes to simulate (default: 4 16)")
     p.add_argument("--modes", nargs="+", default=["synchronous", "local_steps",
                    "async_local_steps"], help="modes to simulate: synchronous, local_steps, "
-                   "async_local_steps, and the last two with -dynamic (dynamic local updates) "
-                   "(default: the first three)")
+                   "async_local_steps, the last two followed by -dynamic (dynamic local "
+                   "updates) and/or -kept (each worker keeps its inner Adam) (default: the "
+                   "first three)")
     p.add_argument("--minutes", type=float, default=6.0, help="class minutes (default: 6)")
     p.add_argument("--timing-only", action="store_true",
                    help="time alone: no unit is computed and no distance taken, so large "
@@ -511,6 +527,8 @@ def class_of(args: argparse.Namespace, n: int) -> list[SimWorker]:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = build_parser().parse_args(argv)
+    for mode in args.modes:
+        mode_parts(mode)
     if args.smoke:
         args = argparse.Namespace(**{**vars(args), "workers": [2], "minutes": 0.5,
                                      "eval_minutes": 0.25, "features": 8, "images": 1024,

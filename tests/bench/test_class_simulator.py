@@ -3,6 +3,8 @@ planner, step rule and strategies, and the class's time adds up."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bench.helpers import bench_module
 
 
@@ -48,3 +50,13 @@ def test_dynamic_local_updates_keep_a_gpu_computing(tmp_path) -> None:
     fixed, dynamic = runs
     assert fixed["gpu_computing_share"] < 0.6 < 0.9 < dynamic["gpu_computing_share"] <= 1
     assert dynamic["images"] > fixed["images"]
+
+
+def test_a_smoke_run_of_kept_inner_adam_with_dynamic_units(tmp_path) -> None:
+    """The suffixes combine: each worker's inner Adam carries across its joined units."""
+    with bench_module("class_simulator") as simulator:
+        runs = simulator.main(["--smoke", "--modes", "async_local_steps-dynamic-kept",
+                               "--output", str(tmp_path)])  # fmt: skip
+        assert runs[-1]["mode"] == "async_local_steps-dynamic-kept" and runs[-1]["versions"] > 0
+        with pytest.raises(SystemExit, match="unknown mode"):
+            simulator.main(["--smoke", "--modes", "synchronous-kept", "--output", str(tmp_path)])
