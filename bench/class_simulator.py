@@ -5,8 +5,8 @@
 
 N simulated workers (laptops at ``--laptop-speed`` images/s of a textbook step, and
 ``--gpus`` of them ``--gpu-speedup`` times faster) join over the first
-``--join-seconds`` and train one run together through a simulated coordinator, each
-mode in turn: synchronous phases, local steps with a barrier, asynchronous local steps.
+``--join-seconds`` (and ``--leave-fraction`` of them leave mid-unit later) and train one
+run together through a simulated coordinator, each mode in turn: synchronous phases, local steps with a barrier, asynchronous local steps.
 Nothing is re-implemented that the product has: units come from the coordinator's
 planner (``plan_epoch``), the aggregator's step rule decides when to fold
 (``should_step``), and every unit is really computed and folded by the run's strategy
@@ -97,6 +97,7 @@ class SimWorker:
     speed: float  # images/s of a textbook step
     bandwidth: float  # bytes/s to and from the coordinator
     joins: float  # virtual seconds
+    leaves: float = math.inf  # virtual seconds: its lease expires lease_seconds later
     computing: float = 0.0  # seconds spent computing
     waiting: bool = False
     first: bool = True
@@ -198,6 +199,7 @@ class Simulation:
         self.events: list[tuple[float, int, str, Any]] = []
         self.seq = itertools.count()
         self.curve: list[tuple[float, float]] = []
+        self.expired = 0  # leases of workers that left, ended by expiry
         self.new_epoch()
 
     # --- the coordinator ------------------------------------------------------------------
@@ -298,6 +300,8 @@ class Simulation:
 
     def start(self, worker: SimWorker, now: float) -> None:
         run = self.run
+        if now >= worker.leaves:
+            return
         unit = self.claim(worker)
         if unit is None:
             worker.waiting = True
@@ -326,7 +330,9 @@ class Simulation:
 
     def done(self, lease: Lease, now: float) -> None:
         run, worker = self.run, lease.worker
-        worker.computing += lease.seconds_computing
+        worker.computing += max(0.0, min(lease.seconds_computing, worker.leaves - lease.started))
+        if now > worker.leaves:  # it left mid-unit: nothing comes, the lease will expire
+            return
         leases = run.out.get(lease.unit, [])
         if lease not in leases:  # ended by a fold: refused (409), its images already back
             self.start(worker, now)
@@ -343,10 +349,22 @@ class Simulation:
             self.maybe_fold(now)
         self.start(worker, now)
 
+    def expire(self, worker: SimWorker) -> None:
+        """The coordinator's expiry of a worker that left: its units go back to the pool."""
+        run = self.run
+        for unit, leases in run.out.items():
+            kept = [lease for lease in leases if lease.worker is not worker]
+            self.expired += len(leases) - len(kept)
+            leases[:] = kept
+            if not leases and run.status[unit] == "leased":
+                run.status[unit] = "pending"
+
     def simulate(self) -> dict[str, Any]:
         end = self.args.minutes * 60
         for worker in self.workers:
             self.push(worker.joins, "join", worker)
+            if worker.leaves < end:
+                self.push(worker.leaves + self.config.lease_seconds, "expire", worker)
         step = self.args.eval_minutes * 60
         for k in range(0 if self.args.timing_only else int(end // step) + 1):
             self.push(k * step, "eval", None)
@@ -360,6 +378,8 @@ class Simulation:
                 self.start(payload, now)
             elif kind == "done":
                 self.done(payload, now)
+            elif kind == "expire":
+                self.expire(payload)
             elif kind in ("publish", "tick"):
                 if kind == "tick":
                     self.maybe_fold(now)
@@ -376,12 +396,13 @@ class Simulation:
                     end = now
                     break
         def share(workers: list[SimWorker]) -> float | None:
-            alive = sum(max(0.0, end - w.joins) for w in workers)
+            alive = sum(max(0.0, min(end, w.leaves) - w.joins) for w in workers)
             return sum(w.computing for w in workers) / alive if alive else None
 
         fast = [w for w in self.workers if w.speed > self.args.laptop_speed]
         return {"mode": self.mode, "workers": len(self.workers), "curve": self.curve,
                 "images": self.run.images, "versions": self.run.version,
+                "epochs": self.run.epoch, "expired": self.expired,
                 "computing_share": share(self.workers) or 0.0,
                 "gpu_computing_share": share(fast),
                 "real_seconds": time.perf_counter() - started}  # fmt: skip
@@ -481,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MB/s between each worker and the coordinator (default: 10)")
     p.add_argument("--join-seconds", type=float, default=30.0,
                    help="workers join evenly over this many seconds (default: 30)")
+    p.add_argument("--leave-fraction", type=float, default=0.0,
+                   help="this share of each class leaves during the run, mid-unit, never to "
+                   "return; its leases expire lease_seconds later (default: 0)")
     p.add_argument("--fold-seconds", type=float, default=0.5,
                    help="the coordinator's time per fold at class size (default: 0.5)")
     p.add_argument("--step-timeout", type=float, default=120.0,
@@ -519,10 +543,16 @@ def _share(value: float | None) -> str:
 
 
 def class_of(args: argparse.Namespace, n: int) -> list[SimWorker]:
-    """N workers, the first ``--gpus`` of them GPUs, joining evenly over ``--join-seconds``."""
+    """N workers, the first ``--gpus`` of them GPUs, joining evenly over ``--join-seconds``;
+    the last ``--leave-fraction`` of them leave at even times after that, mid-unit."""
     speeds = [args.laptop_speed * (args.gpu_speedup if i < args.gpus else 1.0) for i in range(n)]
-    return [SimWorker(f"w{i}", speed, args.bandwidth * MB, args.join_seconds * i / n)
-            for i, speed in enumerate(speeds)]  # fmt: skip
+    workers = [SimWorker(f"w{i}", speed, args.bandwidth * MB, args.join_seconds * i / n)
+               for i, speed in enumerate(speeds)]  # fmt: skip
+    leaving = workers[n - round(args.leave_fraction * n):]
+    span = args.minutes * 60 - args.join_seconds
+    for k, worker in enumerate(leaving):
+        worker.leaves = args.join_seconds + span * (k + 1) / (len(leaving) + 1)
+    return workers
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -60,3 +60,17 @@ def test_a_smoke_run_of_kept_inner_adam_with_dynamic_units(tmp_path) -> None:
         assert runs[-1]["mode"] == "async_local_steps-dynamic-kept" and runs[-1]["versions"] > 0
         with pytest.raises(SystemExit, match="unknown mode"):
             simulator.main(["--smoke", "--modes", "synchronous-kept", "--output", str(tmp_path)])
+
+
+def test_workers_that_leave_mid_unit_lose_no_images(tmp_path) -> None:
+    """Half the class leaves mid-unit; once their leases end (expiry, or a fold that
+    leaves them too far behind), their units go back to the pool and the rest of the
+    class trains them: every epoch still ends."""
+    with bench_module("class_simulator") as simulator:
+        runs = simulator.main(["--timing-only", "--workers", "4", "--minutes", "30",
+                               "--images", "4096", "--inner-steps", "8", "--leave-fraction",
+                               "0.5", "--modes", "local_steps", "async_local_steps",
+                               "--output", str(tmp_path)])  # fmt: skip
+    for run in runs:
+        assert run["epochs"] >= 5, run  # 5 epochs of 8 units with two laptops left
+        assert 0 < run["computing_share"] <= 1
