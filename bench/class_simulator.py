@@ -6,7 +6,9 @@
 N simulated workers (laptops at ``--laptop-speed`` images/s of a textbook step, and
 ``--gpus`` of them ``--gpu-speedup`` times faster) join over the first
 ``--join-seconds`` (and ``--leave-fraction`` of them leave mid-unit later) and train one
-run together through a simulated coordinator, each mode in turn: synchronous phases, local steps with a barrier, asynchronous local steps.
+run together through a simulated coordinator, each mode in turn: synchronous phases,
+local steps with a barrier, asynchronous local steps (the last two also with dynamic
+local updates, ``-dynamic``, and with each worker's inner Adam kept, ``-kept``).
 Nothing is re-implemented that the product has: units come from the coordinator's
 planner (``plan_epoch``), the aggregator's step rule decides when to fold
 (``should_step``), and every unit is really computed and folded by the run's strategy
