@@ -243,9 +243,13 @@ class Worker:
             log.info(
                 "Processing work unit %d (iteration %d)%s", unit.unit_id, unit.iteration, backup
             )
+            steps = (  # H, when the unit trains local steps (its size sets it)
+                f", H = {-(-n // unit.run.batch_size)} inner steps"
+                if unit.run.local_steps else ""
+            )
             log.info(
-                "  %d images in micro-batches of %d (%s run)",
-                n, unit.run.batch_size, unit.run.result_kind.replace("_", " "),
+                "  %d images in micro-batches of %d%s (%s run)",
+                n, unit.run.batch_size, steps, unit.run.result_kind.replace("_", " "),
             )  # fmt: skip
             body = self._compute(unit)
             answer = self._upload(unit, body)

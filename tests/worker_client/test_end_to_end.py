@@ -81,9 +81,11 @@ def test_two_workers_train_an_asynchronous_run_without_waiting_for_each_other(
 ):
     """No barrier: a fold takes whatever results are in once there is one (K = 1), and a
     claim always has a unit, so neither worker waits for the other's result; every
-    accepted image is counted once, in the fold that consumed it."""
+    accepted image is counted once, in the fold that consumed it. With dynamic local
+    updates a measured worker's claims join units: it trains more inner steps per unit."""
     coordinator.start_run(**NARROW_RUN, result_kind="async_local_steps", batch_size=8,
-                          units_per_step=1, max_iterations=6)  # fmt: skip
+                          units_per_step=1, max_iterations=6, unit_seconds=60.0,
+                          max_units_per_claim=4)  # fmt: skip
     procs = [workers.start(coordinator.url, name, join_code=coordinator.join_code)
              for name in ("ada", "grace")]  # fmt: skip
     for proc in procs:
@@ -101,6 +103,10 @@ def test_two_workers_train_an_asynchronous_run_without_waiting_for_each_other(
     assert all(board[p.name]["total_images"] == p.images_done() > 0 for p in procs)
     # Each next unit was claimed, and its weights fetched, while one computed.
     assert any("while the last unit computed" in p.output() for p in procs)
+    # Units of 16 images are H = 2; a worker timed by its first result gets 4 joined.
+    outputs = "".join(p.output() for p in procs)
+    assert "16 images in micro-batches of 8, H = 2 inner steps" in outputs
+    assert "64 images in micro-batches of 8, H = 8 inner steps" in outputs
 
 
 def test_kill_9_mid_unit_the_lease_expires_and_another_worker_redoes_it(

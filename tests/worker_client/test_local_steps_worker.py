@@ -38,7 +38,7 @@ def test_a_worker_trains_one_local_steps_unit_in_bf16(
     proc = workers.start(coordinator.url, "ada", join_code=coordinator.join_code)
     assert proc.wait() == 0, proc.output()
     out = proc.output()
-    assert "16 images in micro-batches of 5 (local steps run)" in out
+    assert "16 images in micro-batches of 5, H = 4 inner steps (local steps run)" in out
     assert "completed successfully" in out and "The training run is finished" in out
     # Micro-batches of 5, 5, 5, 1: four inner steps, each of the 16 images once.
     trained = 16
