@@ -490,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-only", action="store_true",
                    help="time alone: no unit is computed and no distance taken, so large "
                    "classes simulate in seconds (the share of worker time spent computing)")
+    p.add_argument("--run-to-end", action="store_true",
+                   help="compare class runs at equal class minutes: each runs all --minutes "
+                   "(or --max-epochs) instead of stopping at the lone laptop's one-epoch "
+                   "distance, and the lone laptop is not run")
     p.add_argument("--max-epochs", type=int, default=3,
                    help="a class's run also stops after this many epochs (default: 3)")
     p.add_argument("--eval-minutes", type=float, default=0.5,
@@ -600,13 +604,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                           args.latent_dim, args.seed)  # fmt: skip
         return quality.frechet_distance(fake, real)
 
-    results.append(lone_laptop(args, data, evaluate))
-    alone = results[0]
     # One epoch of gan-train-local: 1.1 textbook steps per image (the two phases).
     epoch_minutes = len(data.train) * 2 * PHASE_COST / args.laptop_speed / 60
-    target = next((d for m, d in alone["curve"] if m >= epoch_minutes), alone["curve"][-1][1])
-    print(f"target: the lone laptop's distance after one epoch ({epoch_minutes:.1f} class "
-          f"minutes): {target:.1f}; its curve {rounded(alone['curve'])}", flush=True)
+    alone: dict[str, Any] | None = None
+    target: float | None = None
+    if not args.run_to_end:
+        results.append(alone := lone_laptop(args, data, evaluate))
+        target = next((d for m, d in alone["curve"] if m >= epoch_minutes),
+                      alone["curve"][-1][1])  # fmt: skip
+        print(f"target: the lone laptop's distance after one epoch ({epoch_minutes:.1f} class "
+              f"minutes): {target:.1f}; its curve {rounded(alone['curve'])}", flush=True)
     for n in args.workers:
         for mode in args.modes:
             results.append(
@@ -619,7 +626,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           "| computing share | GPUs' share | versions |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        reached = epoch_minutes if r is alone else minutes_to(r["curve"], target)
+        reached = (epoch_minutes if r is alone
+                   else None if target is None else minutes_to(r["curve"], target))  # fmt: skip
         faster = epoch_minutes / reached if reached else None
         r.update(target=target, minutes_to_target=reached, speedup=faster)
         print(f"| {r['mode']} | {r['workers']} | {r['curve'][-1][1]:.1f} | "
