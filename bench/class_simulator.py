@@ -202,6 +202,8 @@ class Simulation:
         self.seq = itertools.count()
         self.curve: list[tuple[float, float]] = []
         self.expired = 0  # leases of workers that left, ended by expiry
+        self.refused = 0  # results whose lease a fold had ended: computed for nothing
+        self.staleness: list[int] = []  # of every folded result
         self.new_epoch()
 
     # --- the coordinator ------------------------------------------------------------------
@@ -271,6 +273,7 @@ class Simulation:
         if not run.strategy.repeats_units(run.version + 1):  # each image once (not D and G)
             run.images += sum(len(run.units[unit]) for unit, _ in ordered)
         folded = [unit for unit, _ in ordered]
+        self.staleness += [run.version - lease.version for _, lease in ordered]
         run.results = []
         run.version += 1
         run.started = now
@@ -337,6 +340,7 @@ class Simulation:
             return
         leases = run.out.get(lease.unit, [])
         if lease not in leases:  # ended by a fold: refused (409), its images already back
+            self.refused += 1
             self.start(worker, now)
             return
         leases.remove(lease)
@@ -404,7 +408,8 @@ class Simulation:
         fast = [w for w in self.workers if w.speed > self.args.laptop_speed]
         return {"mode": self.mode, "workers": len(self.workers), "curve": self.curve,
                 "images": self.run.images, "versions": self.run.version,
-                "epochs": self.run.epoch, "expired": self.expired,
+                "epochs": self.run.epoch, "expired": self.expired, "refused": self.refused,
+                "mean_staleness": sum(self.staleness) / max(1, len(self.staleness)),
                 "computing_share": share(self.workers) or 0.0,
                 "gpu_computing_share": share(fast),
                 "real_seconds": time.perf_counter() - started}  # fmt: skip
@@ -584,11 +589,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for n in args.workers:
             for mode in args.modes:
                 results.append(Simulation(args, mode, class_of(args, n), data, None).simulate())
-        print("| mode | workers | images trained | versions | computing share | GPUs' share |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| mode | workers | images trained | versions | computing share | GPUs' share "
+              "| mean staleness | refused results |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
             print(f"| {r['mode']} | {r['workers']} | {r['images']} | {r['versions']} | "
-                  f"{r['computing_share']:.1%} | {_share(r['gpu_computing_share'])} |")  # fmt: skip
+                  f"{r['computing_share']:.1%} | {_share(r['gpu_computing_share'])} | "
+                  f"{r['mean_staleness']:.1f} | {r['refused']} |")  # fmt: skip
         (args.output / "timing.json").write_text(json.dumps(results, indent=1))
         return results
 

@@ -98,7 +98,7 @@ def test_run_commands_talk_to_the_server(
     started = cli("run", "start", "--preset", "large", "--generator-features", "8",
                   "--discriminator-features", "8", "--epochs", "2", "--images-per-unit", "100")
     assert started.returncode == 0, started.stderr
-    assert '"units_per_step": 24' in started.stdout and '"max_epochs": 2' in started.stdout
+    assert '"units_per_step": 8' in started.stdout and '"max_epochs": 2' in started.stdout
     assert '"images_per_unit": 100' in started.stdout
     assert cli("run", "pause").returncode == 0
     assert '"status": "paused"' in cli("run", "status").stdout

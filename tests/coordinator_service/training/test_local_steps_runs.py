@@ -16,6 +16,7 @@ import httpx
 import pytest
 import torch
 
+from coordinator_service.training.planner import units_per_claim
 from shared.aggregation import OuterConfig, aggregate, apply_deltas, initial_optimizer_state
 from shared.builtin_faces import BuiltinFaces
 from shared.codec import decode_snapshot, encode_result
@@ -191,20 +192,34 @@ def test_inner_steps_that_would_train_images_twice_or_never_are_refused() -> Non
         RunConfig(result_kind="local_steps", images_per_unit=608, inner_steps=32)
 
 
-def test_presets_train_local_steps_unless_told_otherwise() -> None:
+def test_presets_from_the_class_simulator_unless_told_otherwise() -> None:
     from coordinator_service.training.presets import resolve
 
-    for preset, units in (("small", 3), ("medium", 8), ("large", 24)):
-        config = resolve(preset, {})  # docs/local-steps.md: H = 32, 2,048-image units, bf16
-        assert (config.result_kind, config.inner_steps, config.images_per_unit) == (
-            "local_steps", 32, 2048
+    small = resolve("small", {})  # docs/local-steps.md: H = 32, 2,048-image units, bf16
+    assert (small.result_kind, small.inner_steps, small.images_per_unit) == (
+        "local_steps", 32, 2048
+    )
+    assert (small.units_per_step, small.unit_seconds) == (3, None)
+    for preset, k in (("medium", 2), ("large", 8)):  # the class simulator's choices
+        config = resolve(preset, {})
+        assert (config.result_kind, config.units_per_step, config.max_staleness) == (
+            "async_local_steps", k, 64
         )
-        assert (config.result_dtype, config.units_per_step) == ("bfloat16", units)
+        # Dynamic local updates: 512-image units, a laptop at 80 images/s joins 4 (H = 32).
+        assert (config.images_per_unit, config.inner_steps) == (512, 8)
+        assert (config.unit_seconds, config.max_units_per_claim) == (30.0, 16)
+        assert units_per_claim(config, 80.0) == 4 and units_per_claim(config, 1200.0) == 16
+    for preset in ("small", "medium", "large"):
+        config = resolve(preset, {})
+        assert config.result_dtype == "bfloat16"
         assert (config.outer_lr, config.outer_momentum, config.outer_nesterov) == (0.7, 0.9, True)
         smaller = resolve(preset, {"images_per_unit": 640})  # H follows: one pass of 64s
         assert (smaller.images_per_unit, smaller.inner_steps) == (640, 10)
-        assert resolve(preset, {"batch_size": 32}).inner_steps == 64
+        assert resolve(preset, {"batch_size": 32}).inner_steps == 2 * config.inner_steps
         sync = resolve(preset, {"result_kind": "synchronous"})  # the preset's H is dropped
         assert (sync.inner_steps, sync.images_per_unit, sync.result_dtype) == (
             None, 64, "float32"
         )
+        assert (sync.unit_seconds, sync.max_staleness) == (None, None)
+        barrier = resolve(preset, {"result_kind": "local_steps"})  # no staleness to bound
+        assert barrier.max_staleness is None and barrier.units_per_step == config.units_per_step
