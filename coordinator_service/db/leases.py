@@ -28,6 +28,20 @@ from coordinator_service.db.spot_checks import SpotChecksRepo
 from coordinator_service.db.workers import measured_speed
 from coordinator_service.training.planner import units_per_claim
 
+# A claim's last part: the lease of the unit its ``picked`` CTE (unit_id, epoch,
+# image_indices) marked leased, for worker $2 at iteration $3, lasting $4 seconds.
+_LEASE_PICKED = """
+lease AS (
+    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
+    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM picked
+    RETURNING lease_id, unit_id, iteration, deadline, is_backup,
+              extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
+)
+SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, l.seconds_left,
+       p.epoch, p.image_indices
+FROM lease l JOIN picked p USING (unit_id)
+"""
+
 _CLAIM = """
 WITH picked AS (
     UPDATE work_units SET status = 'leased'
@@ -39,16 +53,7 @@ WITH picked AS (
         FOR UPDATE SKIP LOCKED
         LIMIT 1)
     RETURNING unit_id, epoch, image_indices
-), lease AS (
-    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
-    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM picked
-    RETURNING lease_id, unit_id, iteration, deadline, is_backup,
-              extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
-)
-SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, l.seconds_left,
-       p.epoch, p.image_indices
-FROM lease l JOIN picked p USING (unit_id)
-"""
+),""" + _LEASE_PICKED
 # Both forms walk a partial index in unit order and stop at the first unlocked row.
 _CLAIM_ANY = _CLAIM.format(shard_filter="")
 _CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($6::integer[])")
@@ -65,7 +70,7 @@ WITH returned AS (
     WHERE run_id = $1 AND status = 'pending' AND pinned_iteration IS NULL
       AND EXISTS (SELECT 1 FROM leases l WHERE l.unit_id = u.unit_id)
     LIMIT 1
-), picked AS (
+), fresh AS (
     SELECT unit_id, image_indices FROM work_units u
     WHERE run_id = $1 AND status = 'pending' AND pinned_iteration IS NULL
       AND epoch = (SELECT min(epoch) FROM work_units
@@ -76,27 +81,18 @@ WITH returned AS (
     FOR UPDATE SKIP LOCKED
     LIMIT $5
 ), head AS (
-    SELECT min(unit_id) AS unit_id FROM picked
+    SELECT min(unit_id) AS unit_id FROM fresh
 ), joined AS (
-    SELECT array_agg(t.image ORDER BY p.unit_id, t.place) AS image_indices
-    FROM picked p, unnest(p.image_indices) WITH ORDINALITY AS t(image, place)
+    SELECT array_agg(t.image ORDER BY f.unit_id, t.place) AS image_indices
+    FROM fresh f, unnest(f.image_indices) WITH ORDINALITY AS t(image, place)
 ), dropped AS (
     DELETE FROM work_units
-    WHERE unit_id IN (SELECT unit_id FROM picked) AND unit_id <> (SELECT unit_id FROM head)
-), grown AS (
+    WHERE unit_id IN (SELECT unit_id FROM fresh) AND unit_id <> (SELECT unit_id FROM head)
+), picked AS (
     UPDATE work_units SET status = 'leased', image_indices = (SELECT image_indices FROM joined)
     WHERE unit_id = (SELECT unit_id FROM head)
     RETURNING unit_id, epoch, image_indices
-), lease AS (
-    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
-    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM grown
-    RETURNING lease_id, unit_id, iteration, deadline, is_backup,
-              extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
-)
-SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, l.seconds_left,
-       g.epoch, g.image_indices
-FROM lease l JOIN grown g USING (unit_id)
-"""
+),""" + _LEASE_PICKED
 
 # Results of the current iteration accepted and not yet consumed, plus first leases still
 # out for it: what the next step is already waiting for.
