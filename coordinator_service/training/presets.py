@@ -14,11 +14,11 @@ laptop unit, bfloat16 results, outer Nesterov SGD at lr 0.7 and momentum 0.9):
   simulation: 19 at 40 workers with K = 2, 18 at 150 with K = 8, no result refused as too
   stale), where K = 1 left results 61 versions old at 120 workers and wasted a third of
   their work on refusals.
-* Both use dynamic local updates: units of 512 images are planned, and a claim joins as
-  many as the worker trains in about 30 s at its measured speed, so a laptop at 80
-  images/s trains H = 32 per unit as in ``small`` and a GPU up to H = 128 (16 units):
-  in the simulator a GPU 15x a laptop then computed 95-98 % of its time instead of 40 %,
-  waiting for 25 MB of weights after every 1.7 s unit.
+* None of them turns on dynamic local updates (``--unit-seconds``): in the simulator
+  they kept a GPU 15x a laptop computing 92-98 % of its time instead of 40 %, but a class
+  of 7 laptops and that GPU drew worse at equal class minutes with them (596 against 401
+  after one class minute, 32 feature maps): the GPU's H = 128 units move the weights
+  further than the fold can use, as H = 32 x 8 did in docs/local-steps.md.
 
 Timeouts allow for a slow laptop: a 2,048-image unit is about half a minute on two CPU
 cores, plus 25 MB down and 13 MB up.
@@ -32,19 +32,17 @@ from shared.protocol import ASYNC_DEFAULTS, DYNAMIC_DEFAULTS, LOCAL_KINDS, RunCo
 
 _LOCAL_STEPS: dict[str, Any] = {"result_kind": "local_steps", "inner_steps": 32,
                                 "images_per_unit": 2048, "result_dtype": "bfloat16"}  # fmt: skip
-_ASYNC_DYNAMIC: dict[str, Any] = {"result_kind": "async_local_steps", "inner_steps": 8,
-                                  "images_per_unit": 512, "result_dtype": "bfloat16",
-                                  "unit_seconds": 30.0, "max_units_per_claim": 16}  # fmt: skip
+_ASYNC: dict[str, Any] = {**_LOCAL_STEPS, "result_kind": "async_local_steps"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # up to ~10 laptops
     "small": {**_LOCAL_STEPS, "units_per_step": 3, "step_timeout": 300.0,
               "lease_seconds": 300.0, "backup_after_seconds": 150.0},
     # a classroom, ~10-40 workers
-    "medium": {**_ASYNC_DYNAMIC, "units_per_step": 2, "step_timeout": 240.0,
+    "medium": {**_ASYNC, "units_per_step": 2, "step_timeout": 240.0,
                "lease_seconds": 300.0, "backup_after_seconds": 120.0},
     # a lecture hall, 40-150 workers
-    "large": {**_ASYNC_DYNAMIC, "units_per_step": 8, "step_timeout": 180.0,
+    "large": {**_ASYNC, "units_per_step": 8, "step_timeout": 180.0,
               "lease_seconds": 240.0, "backup_after_seconds": 90.0},
 }  # fmt: skip
 
