@@ -472,9 +472,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         label = result["mode"] + ("" if result["mode"] == "lone laptop"
                                   else f", {result['workers']} workers")  # fmt: skip
         ly = 30 + 16 * index
-        parts.append(f'<line x1="{width - 250}" y1="{ly}" x2="{width - 220}" y2="{ly}" '
+        parts.append(f'<line x1="{width - 330}" y1="{ly}" x2="{width - 300}" y2="{ly}" '
                      f'stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
-        parts.append(f'<text x="{width - 214}" y="{ly + 4}">{label}</text>')
+        parts.append(f'<text x="{width - 294}" y="{ly + 4}">{label}</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts))
 
