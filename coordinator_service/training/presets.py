@@ -12,7 +12,7 @@ laptop unit, bfloat16 results, outer Nesterov SGD at lr 0.7 and momentum 0.9):
   of them computed at once. K, the results per fold, grows with the class so that a
   result is on average about 20 versions old at the top of its range (the timing
   simulation: 19 at 40 workers with K = 2, 18 at 150 with K = 8, no result refused as too
-  stale), where K = 1 left results 61 versions old at 120 workers and 1,236 of 2,654
+  stale), where K = 1 left results 61 versions old at 120 workers and 1,236 of about 2,650
   results (47 %) were computed for nothing, refused as too stale.
 * None of them turns on dynamic local updates (``--unit-seconds``): in the simulator
   they kept a GPU 15x a laptop computing 92-98 % of its time instead of 40 %, but a class
