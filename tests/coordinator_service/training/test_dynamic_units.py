@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import ValidationError
@@ -110,3 +111,19 @@ def test_a_measured_worker_gets_joined_units_and_the_epoch_trains_every_image_on
                                   "SELECT sum(num_samples) AS n FROM results "
                                   "WHERE consumed_at IS NOT NULL"))  # fmt: skip
     assert folded["n"] == 640
+
+
+def test_simultaneous_joined_claims_never_share_an_image(coordinator: RunningCoordinator) -> None:
+    """Eight timed workers claim at once: SKIP LOCKED gives each its own four units,
+    and the epoch's units still hold every image exactly once."""
+    coordinator.start_run(**DYNAMIC)
+    clients = [coordinator.client(coordinator.register(f"w{i}")) for i in range(8)]
+    asyncio.run(fetch(coordinator.database_url, "UPDATE workers SET images_per_second = 1000"))
+    with ThreadPoolExecutor(len(clients)) as pool:
+        units = list(pool.map(claim_when_ready, clients))
+    assert [len(unit.image_indices) for unit in units] == [64] * 8
+    claimed = [i for unit in units for i in unit.image_indices]
+    assert len(set(claimed)) == len(claimed) == 8 * 64
+    stored = _units(coordinator, 0)
+    assert len(stored) == 40 - 8 * 3  # 8 joined units and 8 planned ones left
+    assert sorted(i for _, _, images in stored for i in images) == list(range(640))
