@@ -25,7 +25,9 @@ any virtual moment are the weights such a class would have. What is simulated is
 * the claim rules of the coordinator: with a barrier a version leases only the units
   its step needs, its G phase repeats its D phase's units, and a fold ends the leases
   still out (their work is lost); asynchronously every claim gets a unit and a result
-  more than ``max_staleness`` versions old is refused.
+  more than ``max_staleness`` versions old is refused; with ``-dynamic`` a claim joins
+  fresh units by the coordinator's ``units_per_claim`` at the worker's speed, timed
+  from its results as the coordinator times it.
 
 Quality is the Fréchet distance of ``bench/local_steps_quality.py``'s classifier kit,
 taken every ``--eval-minutes`` of class time, on a narrower model than the class's
