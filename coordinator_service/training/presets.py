@@ -18,8 +18,8 @@ laptop unit, bfloat16 results, outer Nesterov SGD at lr 0.7 and momentum 0.9):
   they kept a GPU 15x a laptop computing 92-98 % of its time instead of 40 %, but a class
   of 7 laptops and that GPU drew worse at equal class minutes with them (596 against 401
   and 394 against 283 after one class minute at two seeds, 32 feature maps): the GPU's
-  H = 128 units move the weights
-  further than the fold can use, as H = 32 x 8 did in docs/local-steps.md.
+  H = 128 units move the weights further than the fold can use, as H = 32 x 8 did in
+  docs/local-steps.md.
 
 Timeouts allow for a slow laptop: a 2,048-image unit is about half a minute on two CPU
 cores, plus 25 MB down and 13 MB up.
