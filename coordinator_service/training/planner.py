@@ -38,7 +38,7 @@ def units_per_claim(config: RunConfig, images_per_second: float | None) -> int:
     images over the micro-batch: a GPU ten times a laptop's speed takes ten times its
     inner steps per round trip, as Liu et al.'s Dynamic Local Updates do.
     """
-    if config.unit_seconds is None or not images_per_second or images_per_second <= 0:
+    if config.unit_seconds is None or not images_per_second:
         return 1
     fit = int(config.unit_seconds * images_per_second // config.images_per_unit)
     return max(1, min(config.max_units_per_claim or 1, fit))
