@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -146,9 +147,17 @@ class RunInfo(_Model):
 
 
 class ClaimRequest(_Model):
-    """Shards the worker already caches, so the coordinator can prefer units in them."""
+    """Shards the worker already caches, so the coordinator can prefer units in them,
+    and an id that makes the claim safe to repeat."""
 
     cached_shards: list[int] = Field(default_factory=list, max_length=100_000)
+    claim_id: UUID | None = Field(
+        default=None,
+        description="a fresh random id per claim, sent again when a claim is repeated "
+        "because it got no answer: the coordinator then answers with the lease it already "
+        "granted under this id (if it is still active) instead of leasing a second unit "
+        "that nobody would compute",
+    )
 
 
 class WorkUnit(_Model):

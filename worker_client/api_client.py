@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
+from uuid import UUID, uuid4
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -95,6 +96,7 @@ class CoordinatorClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._sleep = sleep  # waits out Retry-After; tests pass their own
+        self._unanswered_claim: UUID | None = None
         # Bodies are tens of MB on slow school Wi-Fi, hence the long read/write timeout;
         # a dead address should fail fast, hence the short connect timeout.
         timeout = httpx.Timeout(request_timeout, connect=connect_timeout, pool=request_timeout)
@@ -137,11 +139,16 @@ class CoordinatorClient:
     def claim(self, cached_shards: list[int] | None = None, wait: float = 0.0) -> WorkUnit | None:
         """Lease a work unit, or None when there is nothing to do (204), having let the
         coordinator hold the request up to ``wait`` seconds for one."""
-        body = ClaimRequest(cached_shards=cached_shards or [])
+        # A claim that got no answer may have been granted all the same: the next claim
+        # repeats its id, and the coordinator answers with that lease, not a second one.
+        claim_id = self._unanswered_claim or uuid4()
+        self._unanswered_claim = claim_id
+        body = ClaimRequest(cached_shards=cached_shards or [], claim_id=claim_id)
         response = self._request(
             "POST", "/work-units/claim", json=body.model_dump(mode="json"),
             params={"wait": wait} if wait > 0 else None,
         )  # fmt: skip
+        self._unanswered_claim = None
         if response.status_code == 204:
             return None
         try:

@@ -76,6 +76,7 @@ async def claim(
     if worker.flagged_at is not None:
         raise CoordinatorError("worker_flagged")
     cached = body.cached_shards if body else []
+    claim_id = body.claim_id if body else None
     deadline = time.monotonic() + wait
     while True:
         # Taken before looking, so a version published while we look still wakes us.
@@ -83,7 +84,7 @@ async def claim(
         try:
             async with state.pool.acquire() as conn:  # no connection is held while waiting
                 outcome = await LeasesRepo(conn).claim(
-                    worker_id=worker.worker_id, cached_shards=cached
+                    worker_id=worker.worker_id, cached_shards=cached, claim_id=claim_id
                 )
             state.metrics.claim_lookups.inc()
             remaining = deadline - time.monotonic()

@@ -29,11 +29,12 @@ from coordinator_service.db.workers import measured_speed
 from coordinator_service.training.planner import units_per_claim
 
 # A claim's last part: the lease of the unit its ``picked`` CTE (unit_id, epoch,
-# image_indices) marked leased, for worker $2 at iteration $3, lasting $4 seconds.
+# image_indices) marked leased, for worker $2 at iteration $3, lasting $4 seconds,
+# granted under the worker's claim id $5.
 _LEASE_PICKED = """
 lease AS (
-    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline)
-    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4) FROM picked
+    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, claim_id)
+    SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4), $5 FROM picked
     RETURNING lease_id, unit_id, iteration, deadline, is_backup,
               extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
 )
@@ -48,7 +49,7 @@ WITH picked AS (
     WHERE unit_id = (
         SELECT unit_id FROM work_units
         WHERE run_id = $1 AND status = 'pending'
-          AND coalesce(pinned_iteration, -1) = $5 {shard_filter}
+          AND coalesce(pinned_iteration, -1) = $6 {shard_filter}
         ORDER BY unit_id
         FOR UPDATE SKIP LOCKED
         LIMIT 1)
@@ -56,9 +57,9 @@ WITH picked AS (
 ),""" + _LEASE_PICKED
 # Both forms walk a partial index in unit order and stop at the first unlocked row.
 _CLAIM_ANY = _CLAIM.format(shard_filter="")
-_CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($6::integer[])")
+_CLAIM_CACHED = _CLAIM.format(shard_filter="AND shard = ANY($7::integer[])")
 
-# Dynamic local updates: up to $5 pending units of the oldest epoch with pending work,
+# Dynamic local updates: up to $6 pending units of the oldest epoch with pending work,
 # never leased before, in unit order, become the first of them, holding all their images
 # in that order; the others are deleted. The joined unit is then leased like any other:
 # recomputable from its row, returned to the pool whole if its lease ends. While a unit
@@ -79,7 +80,7 @@ WITH returned AS (
       AND NOT EXISTS (SELECT 1 FROM returned)
     ORDER BY unit_id
     FOR UPDATE SKIP LOCKED
-    LIMIT $5
+    LIMIT $6
 ), head AS (
     SELECT min(unit_id) AS unit_id FROM fresh
 ), joined AS (
@@ -120,6 +121,19 @@ FOR UPDATE OF u SKIP LOCKED
 """
 
 
+# The active lease a worker's claim id was granted, as a claim answers it.
+_GRANTED = """
+SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup,
+       extract(epoch FROM l.deadline - clock_timestamp())::double precision AS seconds_left,
+       u.epoch, u.image_indices
+FROM leases l JOIN work_units u USING (unit_id)
+WHERE l.worker_id = $1 AND l.claim_id = $2 AND l.status = 'active'
+"""
+
+# What every lease a claim grants is made of: run_id, worker_id, iteration, lease
+# seconds and claim id, the parameters $1 to $5 of the claim statements.
+_LeaseArgs = tuple[int, int, int, float, UUID | None]
+
 # One statement, the heartbeat being the most frequent request. Leases before the worker
 # row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's data-modifying
 # parts in no fixed order (and always to the end), but the worker row's UPDATE reads
@@ -150,10 +164,26 @@ class LeasesRepo:
         self.conn = conn
 
     async def claim(
-        self, *, worker_id: int, cached_shards: Sequence[int], backup: bool = True
+        self,
+        *,
+        worker_id: int,
+        cached_shards: Sequence[int],
+        claim_id: UUID | None = None,
+        backup: bool = True,
     ) -> ClaimOutcome:
         """Lease a pending unit of the live run, else a backup copy of a straggler, else
-        a spot check of another worker's result."""
+        a spot check of another worker's result. A claim repeating ``claim_id`` gets the
+        active lease that id was granted, if any: its first answer was lost."""
+        try:
+            return await self._claim(worker_id, cached_shards, claim_id, backup)
+        except asyncpg.UniqueViolationError:
+            # The same claim id is being answered right now in another request (a repeat
+            # sent while the original still ran): the lease it grants is the answer.
+            return await self._claim(worker_id, cached_shards, claim_id, backup)
+
+    async def _claim(
+        self, worker_id: int, cached_shards: Sequence[int], claim_id: UUID | None, backup: bool
+    ) -> ClaimOutcome:
         async with self.conn.transaction():
             # The run's shared lock: a step waits for claims in flight and claims wait for
             # the step, so a lease is always for the current iteration. The run is read
@@ -170,16 +200,21 @@ class LeasesRepo:
                 latest = await self.conn.fetchval("SELECT max(run_id) FROM runs")
                 return ClaimOutcome(status="finished" if latest else "no_run")
             run = Run.of(record)
+            if claim_id is not None:
+                granted = await self.conn.fetchrow(_GRANTED, worker_id, claim_id)
+                if granted is not None:
+                    return ClaimOutcome(status="leased", run=run, unit=LeasedUnit.of(granted))
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
             pool = record["pool"]
-            row = await self._claim_for_step(run, worker_id, cached_shards, pool)
+            args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds, claim_id)
+            row = await self._claim_for_step(run, args, cached_shards, pool)
             if row is None and await self.expire(run_id=run.run_id):
-                row = await self._claim_for_step(run, worker_id, cached_shards, pool)
+                row = await self._claim_for_step(run, args, cached_shards, pool)
             if row is None and backup:
-                row = await self._claim_backup(run, worker_id)
+                row = await self._claim_backup(run, args)
             if row is None:  # nothing this step needs: recompute a result to check it
-                row = await SpotChecksRepo(self.conn).lease(run, worker_id)
+                row = await SpotChecksRepo(self.conn).lease(run, worker_id, claim_id)
             if row is None:
                 return ClaimOutcome(status="nothing", run=run)
             unit = LeasedUnit.of(row)
@@ -189,7 +224,7 @@ class LeasesRepo:
         return ClaimOutcome(status="leased", run=run, unit=unit)
 
     async def _claim_for_step(
-        self, run: Run, worker_id: int, cached_shards: Sequence[int], pool: int
+        self, run: Run, args: _LeaseArgs, cached_shards: Sequence[int], pool: int
     ) -> asyncpg.Record | None:
         """A pending unit, unless the results this step needs are already in or out.
 
@@ -203,43 +238,39 @@ class LeasesRepo:
             in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
             if in_or_out >= run.config.units_per_step:
                 return None
-        return await self._claim_pending(run, worker_id, cached_shards, pool)
+        return await self._claim_pending(run, args, cached_shards, pool)
 
     async def _claim_pending(
-        self, run: Run, worker_id: int, cached_shards: Sequence[int], pool: int
+        self, run: Run, args: _LeaseArgs, cached_shards: Sequence[int], pool: int
     ) -> asyncpg.Record | None:
         """A pending unit, from a shard the worker caches if there is one; with dynamic
         local updates, as many fresh units joined into one as the worker's speed fits."""
-        args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds, pool)
         if run.config.unit_seconds is not None and pool < 0:
-            speed = await measured_speed(self.conn, worker_id)
+            speed = await measured_speed(self.conn, args[1])
             joins = units_per_claim(run.config, speed)
             if joins > 1:
-                row = await self.conn.fetchrow(_CLAIM_JOINED, *args[:4], joins)
+                row = await self.conn.fetchrow(_CLAIM_JOINED, *args, joins)
                 if row is not None:
                     return row
         if cached_shards:
-            row = await self.conn.fetchrow(_CLAIM_CACHED, *args, list(cached_shards))
+            row = await self.conn.fetchrow(_CLAIM_CACHED, *args, pool, list(cached_shards))
             if row is not None:
                 return row
-        return await self.conn.fetchrow(_CLAIM_ANY, *args)
+        return await self.conn.fetchrow(_CLAIM_ANY, *args, pool)
 
-    async def _claim_backup(self, run: Run, worker_id: int) -> dict[str, Any] | None:
+    async def _claim_backup(self, run: Run, args: _LeaseArgs) -> dict[str, Any] | None:
         unit = await self.conn.fetchrow(
-            _PICK_BACKUP, run.run_id, worker_id, run.config.backup_after_seconds
+            _PICK_BACKUP, run.run_id, args[1], run.config.backup_after_seconds
         )
         if unit is None:
             return None
         lease = await self.conn.fetchrow(
-            "INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, is_backup) "
-            "VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), true) "
+            "INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, claim_id, "
+            "is_backup) VALUES ($1, $3, $2, $4, now() + make_interval(secs => $5), $6, true) "
             "RETURNING lease_id, unit_id, iteration, deadline, is_backup, "
             "extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left",
             unit["unit_id"],
-            worker_id,
-            run.run_id,
-            run.iteration,
-            run.config.lease_seconds,
+            *args,
         )
         return {**dict(lease), "epoch": unit["epoch"], "image_indices": unit["image_indices"]}
 

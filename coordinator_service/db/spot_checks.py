@@ -44,8 +44,8 @@ WITH picked AS (
     ORDER BY c.check_id LIMIT 1
     FOR UPDATE OF c SKIP LOCKED
 ), lease AS (
-    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, check_of)
-    SELECT unit_id, $2, $1, iteration, now() + make_interval(secs => $3), result_lease_id
+    INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, check_of, claim_id)
+    SELECT unit_id, $2, $1, iteration, now() + make_interval(secs => $3), result_lease_id, $4
     FROM picked
     RETURNING lease_id, unit_id, iteration, deadline, is_backup, check_of,
               extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
@@ -102,10 +102,14 @@ class SpotChecksRepo:
             result_lease_id,
         )
 
-    async def lease(self, run: Run, worker_id: int) -> dict[str, Any] | None:
+    async def lease(
+        self, run: Run, worker_id: int, claim_id: UUID | None = None
+    ) -> dict[str, Any] | None:
         """A check lease for another worker's result, inside the claim's transaction."""
         await self.conn.execute(_REOPEN, run.run_id)
-        row = await self.conn.fetchrow(_LEASE, run.run_id, worker_id, run.config.lease_seconds)
+        row = await self.conn.fetchrow(
+            _LEASE, run.run_id, worker_id, run.config.lease_seconds, claim_id
+        )
         return dict(row) if row else None
 
     async def target(self, *, result_lease_id: UUID) -> CheckTarget | None:

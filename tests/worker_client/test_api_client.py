@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from shared.protocol import HardwareInfo
+from tests.conftest import NARROW_RUN
 from worker_client import errors
 from worker_client.api_client import CoordinatorClient
 
@@ -142,3 +143,33 @@ def test_a_429_that_does_not_end_becomes_rate_limited_after_the_clients_patience
         client.heartbeat()
     assert waits == [60.0, 60.0] and info.value.retry_after == 60.0
     assert isinstance(info.value, errors.CoordinatorUnavailable)
+
+
+class _LosesTheFirstClaimsAnswer(httpx.HTTPTransport):
+    """A real connection whose first claim reaches the coordinator and whose answer
+    does not come back, as when its process is killed or the Wi-Fi drops mid-answer."""
+
+    lost = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path.endswith("/work-units/claim") and not self.lost:
+            self.lost = True
+            response.close()
+            raise httpx.ReadError("connection reset while reading the answer")
+        return response
+
+
+def test_a_claim_repeated_after_its_answer_was_lost_gets_the_same_lease(coordinator):
+    token = coordinator.register()
+    coordinator.start_run(**NARROW_RUN, units_per_step=10)
+    with CoordinatorClient(
+        coordinator.url, token=token, transport=_LosesTheFirstClaimsAnswer()
+    ) as client:
+        with pytest.raises(errors.CoordinatorUnavailable):
+            client.claim()
+        unit = client.claim()  # the lease granted to the first: nothing left orphaned
+        assert unit is not None
+        beat = client.heartbeat()
+        assert beat.leases_extended == 1
+        assert client.claim().unit_id != unit.unit_id  # answered: the next claim is new

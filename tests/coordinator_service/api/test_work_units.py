@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
 
 import httpx
+import pytest
 
 from coordinator_service.publications import WAVE
 from shared.protocol import WorkUnit
@@ -86,6 +88,43 @@ def test_a_repeat_upload_answers_as_the_first(coordinator: RunningCoordinator) -
     assert {**first.json(), "duplicate": True} == again.json()
     rows = asyncio.run(fetch(coordinator.database_url, "SELECT count(*) AS n FROM results"))
     assert rows[0]["n"] == 1
+
+
+# Synchronous claims queue at the step's gate; asynchronous ones race each other.
+@pytest.mark.parametrize("mode", [{}, {"result_kind": "async_local_steps", "batch_size": 8}])
+def test_a_repeated_claim_id_gets_the_lease_it_was_granted(
+    coordinator: RunningCoordinator, mode: dict[str, str | int]
+) -> None:
+    ada, bob = (coordinator.client(coordinator.register(n)) for n in ("ada", "bob"))
+    coordinator.start_run(**{**TWENTY_UNITS, **mode}, units_per_step=20)
+    lost = str(uuid4())  # a claim whose answer never reached ada
+
+    def claim_as(client: httpx.Client, claim_id: str) -> WorkUnit:
+        response = client.post("/work-units/claim", json={"claim_id": claim_id})
+        assert response.status_code == 200, response.text
+        return WorkUnit.model_validate(response.json())
+
+    first = claim_as(ada, lost)
+    again = claim_as(ada, lost)
+    assert (again.lease_id, again.unit_id, again.image_indices) == (
+        first.lease_id, first.unit_id, first.image_indices
+    )
+    assert claim_as(ada, str(uuid4())).unit_id != first.unit_id  # a new claim: a new unit
+    assert claim_as(bob, lost).unit_id != first.unit_id  # ids are per worker
+    # Repeats racing each other and the original's answer: still one lease.
+    racing = str(uuid4())
+    with ThreadPoolExecutor(8) as pool:
+        units = list(pool.map(lambda _: claim_as(ada, racing), range(8)))
+    assert len({u.lease_id for u in units}) == 1
+    # Once that lease has ended, its id leases afresh: the first answer was seen after all.
+    assert upload(ada, first, fake_body(first)).status_code == 200
+    assert claim_as(ada, lost).unit_id not in {first.unit_id, units[0].unit_id}
+    rows = asyncio.run(fetch(
+        coordinator.database_url,
+        "SELECT w.name, count(*) AS n FROM leases l JOIN workers w USING (worker_id) "
+        "WHERE l.status = 'active' GROUP BY w.name ORDER BY w.name",
+    ))  # fmt: skip
+    assert [(r["name"], r["n"]) for r in rows] == [("ada", 3), ("bob", 1)]
 
 
 def test_release_puts_the_unit_back_and_heartbeat_extends_leases(

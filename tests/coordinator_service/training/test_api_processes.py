@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from uuid import uuid4
 
 import httpx
 
@@ -130,8 +131,11 @@ def test_two_processes_share_the_work_and_the_aggregator_fails_over(
 
         try:
             while not stop.is_set():
-                response = call(lambda c: c.post(
-                    "/work-units/claim", params={"wait": 2}, json={"cached_shards": []}
+                # As gan-worker claims: a repeat of a claim whose answer died with its
+                # process gets the lease it was granted, not a second unit.
+                body = {"cached_shards": [], "claim_id": str(uuid4())}
+                response = call(lambda c, b=body: c.post(
+                    "/work-units/claim", params={"wait": 2}, json=b
                 ))  # fmt: skip
                 if response.status_code == 204:
                     continue
