@@ -27,6 +27,7 @@ the coordinator gets one (it only averages, steps and encodes between units).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -34,10 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import get_args
 
 import httpx
+import psutil
 import torch
 
 from coordinator_service.training.planner import plan_epoch
@@ -110,29 +113,30 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
              "--no-progress", *POLLING[args.polling]],
             env=worker_env, stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        first_step: tuple[float, int] | None = None
         # A synchronous iteration is two versions (D phase, G phase), each counting the
-        # unit's images; a local-steps unit is one version.
+        # unit's images; a local-steps unit is one version. Polled twice a second: the
+        # window is measured by the coordinator's own fold times, and a faster poll
+        # would take CPU from the two processes measured.
         per_unit = strategy_for(run_config(args)).versions_per_iteration
-        while True:
-            status = api.get("/status").json()
-            now = time.perf_counter()
-            if first_step is None and status["iteration"] >= per_unit:
-                first_step = (now, status["images_processed"])
-            if status["iteration"] >= per_unit * args.units:
-                break
+        last = per_unit * args.units
+        cpu = CpuClock(coordinator.pid, worker.pid)
+        while api.get("/status").json()["iteration"] < last:
             if worker.poll() is not None:
                 raise RuntimeError((workdir / "worker.log").read_text())
-            time.sleep(0.02)
-        assert first_step is not None
-        images = (status["images_processed"] - first_step[1]) // per_unit
-        seconds = now - first_step[0]
+            cpu.sample()
+            time.sleep(0.5)
+        # A history row is the fold from its iteration to the next version.
+        folds = [h for h in api.get("/history").json() if per_unit <= h["iteration"] + 1 <= last]
+        assert [h["iteration"] + 1 for h in folds] == list(range(per_unit, last + 1)), folds
+        images = sum(h["num_images"] for h in folds[1:]) // per_unit
+        seconds = (_instant(folds[-1]) - _instant(folds[0])).total_seconds()
         if worker.wait(timeout=60) != 0:
             raise RuntimeError((workdir / "worker.log").read_text())
         output = (workdir / "worker.log").read_text()
         print(
             f"worker: {output.count('completed successfully!')} units accepted, "
-            f"{output.count('is not needed any more')} computed but refused as stale (409)"
+            f"{output.count('is not needed any more')} computed but refused as stale (409); "
+            f"CPU seconds per unit over the whole run: {cpu.per_unit(args.units)}"
         )
         return images / seconds, images, seconds
     finally:
@@ -141,6 +145,33 @@ def through_coordinator(args: argparse.Namespace, workdir: Path) -> tuple[float,
                 process.terminate()
                 process.wait(timeout=30)
         log.close()
+
+
+def _instant(fold: dict[str, str]) -> datetime:
+    return datetime.fromisoformat(fold["created_at"])
+
+
+class CpuClock:
+    """CPU seconds of the coordinator (with its embedded PostgreSQL) and of the worker:
+    where the two cores went, since they are shared with the training measured."""
+
+    def __init__(self, coordinator: int, worker: int) -> None:
+        self.roots = {"coordinator": psutil.Process(coordinator), "worker": psutil.Process(worker)}
+        self.seconds: dict[str, dict[int, float]] = {name: {} for name in self.roots}
+
+    def sample(self) -> None:
+        """Each process tree's CPU time so far (children counted while they live)."""
+        for name, root in self.roots.items():
+            with contextlib.suppress(psutil.Error):
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = process.cpu_times()
+                        self.seconds[name][process.pid] = times.user + times.system
+
+    def per_unit(self, units: int) -> str:
+        return ", ".join(
+            f"{name} {sum(seconds.values()) / units:.1f}" for name, seconds in self.seconds.items()
+        )
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
