@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The system tools the test suite drives besides Python: Chromium (the dashboard's browser
-# tests) and docker-compose (the compose file's static checks). `make test` runs this
+# tests), docker-compose (the compose file's static checks) and Caddy (deploy/Caddyfile
+# in front of coordinator replicas). `make test` runs this
 # first. As root with apt-get it installs what is missing; otherwise it names what to
 # install and stops, so a missing tool is a clear message, never a skipped test.
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 missing=()
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v caddy >/dev/null || missing+=(caddy)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

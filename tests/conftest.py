@@ -326,30 +326,32 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
         port: int | None = None,
         args: tuple[str, ...] = (),
         verify: Any = True,
+        host: str = "127.0.0.1",
         **env: str,
     ) -> SpawnedCoordinator:
         for attempt in range(3):
             try:
-                return _spawn_once(database_url, port or free_port(), args, verify, env)
+                return _spawn_once(database_url, host, port or free_port(), args, verify, env)
             except PortTaken:  # free_port() raced with another process on the machine
                 if port is not None or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def _spawn_once(
-        database_url: str | None, port: int, args: tuple[str, ...], verify: Any,
+        database_url: str | None, host: str, port: int, args: tuple[str, ...], verify: Any,
         env: dict[str, str],
     ) -> SpawnedCoordinator:  # fmt: skip
         log_path = tmp_path / f"coordinator-{len(spawned)}.log"
         command = [str(Path(sys.executable).with_name("gan-coordinator")), "serve",
-                   "--port", str(port), "--log-level", "warning", *args]  # fmt: skip
+                   "--host", host, "--port", str(port), "--log-level", "warning",
+                   *args]  # fmt: skip
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command, env=coordinator_env(database_url, **env), stdout=log,
                 stderr=subprocess.STDOUT, cwd=tmp_path,
             )  # fmt: skip
         scheme = "https" if "--ssl-certfile" in args else "http"
-        handle = SpawnedCoordinator(process, f"{scheme}://127.0.0.1:{port}", log_path)
+        handle = SpawnedCoordinator(process, f"{scheme}://{host}:{port}", log_path)
         spawned.append(handle)
         deadline = time.monotonic() + 120  # torch import on two busy cores
         while True:

@@ -60,6 +60,7 @@ def test_compose_file_is_valid_with_every_profile() -> None:
         "db",
         "migrate",
         "coordinator",
+        "coordinator-replica",
         "https",
         "demo-worker",
     }
@@ -197,7 +198,17 @@ def test_worker_image_needs_no_coordinator_code() -> None:
             assert not pattern.search(path.read_text()), path
 
 
-def test_caddy_proxies_to_the_coordinator_service() -> None:
+def test_caddy_proxies_to_every_coordinator_by_their_alias() -> None:
+    """Caddy's upstreams are whatever the alias resolves to: the coordinator and each
+    replica carry it, serve on the port Caddy dials, and only the first publishes one."""
     caddyfile = (REPO_ROOT / "deploy" / "Caddyfile").read_text()
-    assert "reverse_proxy coordinator:8000" in caddyfile
+    assert "dynamic a {$API_NAME:api} {$API_PORT:8000}" in caddyfile
     assert "tls {$HTTPS_TLS:internal}" in caddyfile
+    result = compose("--env-file", str(ENV_EXAMPLE), "--profile", "https", "config")
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("coordinator", "coordinator-replica"):
+        service = services[name]
+        assert service["networks"]["default"]["aliases"] == ["api"], name
+        assert service["command"][service["command"].index("--port") + 1] == "8000", name
+    assert services["coordinator-replica"]["deploy"]["replicas"] == 0
+    assert not services["coordinator-replica"].get("ports")

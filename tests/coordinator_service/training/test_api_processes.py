@@ -15,13 +15,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from uuid import uuid4
-
-import httpx
 
 from coordinator_service.training.aggregator import ADVISORY_LOCK_KEY
-from shared.protocol import WorkUnit
 from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
+from tests.coordinator_service.fake_class import FakeClass, assert_nothing_lost_or_counted_twice
 from tests.coordinator_service.helpers import api_client, claim, fake_body, fetch, upload
 
 # No backup copies and no step timeout: every lease of a unit at a version is a double.
@@ -109,99 +106,23 @@ def test_two_processes_share_the_work_and_the_aggregator_fails_over(
     urls = [p.url for p in processes]
     _start_run(urls[0])
     tokens = [_register(urls[i % 2], f"w{i}") for i in range(4)]
-    accepted: list[str] = []  # lease ids answered 200, as the workers saw it
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def work(i: int) -> None:
-        """Claim and upload through process i % 2; on a dead socket the proxy would send
-        us to the other one, so switch, repeating the request that failed."""
-        which = i % 2
-        clients = [api_client(url, tokens[i]) for url in urls]
-
-        def call(send: Callable[[httpx.Client], httpx.Response]) -> httpx.Response:
-            nonlocal which
-            for _ in range(10):
-                try:
-                    return send(clients[which])
-                except httpx.TransportError:
-                    which = 1 - which
-                    time.sleep(0.2)
-            raise AssertionError("neither process answers")
-
-        try:
-            while not stop.is_set():
-                # As gan-worker claims: a repeat of a claim whose answer died with its
-                # process gets the lease it was granted, not a second unit.
-                body = {"cached_shards": [], "claim_id": str(uuid4())}
-                response = call(lambda c, b=body: c.post(
-                    "/work-units/claim", params={"wait": 2}, json=b
-                ))  # fmt: skip
-                if response.status_code == 204:
-                    continue
-                assert response.status_code == 200, response.text
-                unit = WorkUnit.model_validate(response.json())
-                body = fake_body(unit)
-                answer = call(lambda c, u=unit, b=body: upload(c, u, b))
-                if answer.status_code == 200:
-                    accepted.append(unit.lease_id)
-                else:  # the step went on without it: the unit is back in the pool
-                    assert answer.status_code == 409, answer.text
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            errors.append(exc)
-        finally:
-            for client in clients:
-                client.close()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        _wait_until(lambda: _version(urls[0]) >= 4, errors, "4 versions before the kill")
+    # Each worker starts on process i % 2; on a dead socket it switches, as a proxy would.
+    with FakeClass(urls, tokens) as workers:
+        workers.wait_until(lambda: _version(urls[0]) >= 4, "4 versions before the kill")
         leader = _leader_pid(database_url)
         (dead,) = [p for p in processes if p.process.pid == leader]
         (survivor,) = [p for p in processes if p is not dead]
         dead.kill()
         before = _version(survivor.url)
         assert _leader_pid(database_url, other_than=leader) == survivor.process.pid
-        _wait_until(lambda: _version(survivor.url) >= before + 4, errors, "4 more after it")
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    assert not errors, errors
-
-    # Nothing accepted was lost, and nothing counted twice.
-    results = asyncio.run(fetch(
-        database_url, "SELECT lease_id::text AS lease_id, unit_id, iteration, consumed_at "
-        "FROM results",
-    ))  # fmt: skip
-    stored = {r["lease_id"] for r in results}
-    assert set(accepted) <= stored
-    per_unit_version = [(r["unit_id"], r["iteration"]) for r in results]
-    assert len(per_unit_version) == len(set(per_unit_version))
-    folded = asyncio.run(fetch(
-        database_url,
-        "SELECT (SELECT coalesce(sum(num_results), 0) FROM history) AS in_history, "
-        "(SELECT count(*) FROM results WHERE consumed_at IS NOT NULL) AS consumed, "
-        "(SELECT coalesce(sum(total_work_units), 0) FROM workers) AS credited",
-    ))[0]  # fmt: skip
-    assert folded["in_history"] == folded["consumed"] == folded["credited"] > 0, dict(folded)
-    # No unit leased twice at once (backups are off; spot checks too).
-    overlapping = asyncio.run(fetch(
-        database_url,
-        "SELECT count(*) AS n FROM leases a JOIN leases b "
-        "ON a.unit_id = b.unit_id AND a.lease_id < b.lease_id "
-        "WHERE tstzrange(a.created_at, coalesce(a.ended_at, 'infinity')) "
-        "&& tstzrange(b.created_at, coalesce(b.ended_at, 'infinity'))",
-    ))[0]["n"]  # fmt: skip
-    assert overlapping == 0
+        workers.wait_until(lambda: _version(survivor.url) >= before + 4, "4 more after it")
+    assert not workers.errors, workers.errors
+    assert_nothing_lost_or_counted_twice(database_url, workers.accepted)
 
 
-def _wait_until(condition: Callable[[], bool], errors: list[BaseException], what: str) -> None:
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 120
     while not condition():
-        assert not errors, errors
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
 
@@ -219,18 +140,18 @@ def test_serve_workers_runs_several_processes_and_replaces_a_killed_one(
             unit = claim(worker)
             assert unit is not None
             assert upload(worker, unit, fake_body(unit)).status_code == 200
-        _wait_until(lambda: _version(parent.url) > version, [], "a step")
+        _wait_until(lambda: _version(parent.url) > version, "a step")
 
     step_once()
     # /healthz answers once one child is up; the other may still be importing torch.
-    _wait_until(lambda: len(_api_processes(database_url)) == 2, [], "two API processes")
+    _wait_until(lambda: len(_api_processes(database_url)) == 2, "two API processes")
     assert parent.process.pid not in _api_processes(database_url)
     leader = _leader_pid(database_url)
     os.kill(leader, signal.SIGKILL)
     _leader_pid(database_url, other_than=leader)  # the other child steps now ...
     step_once()
     # ... and uvicorn's supervisor started a replacement for the killed one.
-    _wait_until(lambda: len(_api_processes(database_url) - {leader}) == 2, [], "a new child")
+    _wait_until(lambda: len(_api_processes(database_url) - {leader}) == 2, "a new child")
     worker.close()
     parent.process.send_signal(signal.SIGTERM)
     assert parent.process.wait(timeout=30) == 0, parent.log()
