@@ -121,13 +121,22 @@ FOR UPDATE OF u SKIP LOCKED
 """
 
 
-# The active lease a worker's claim id was granted, as a claim answers it.
+# The live run $1 as a claim sees it: its row, the iteration whose pinned units are
+# the pool (or -1), and the active lease worker $2's claim id $3 was already granted.
+_LIVE_RUN = f"""
+SELECT {_RUN_COLUMNS}, {UNIT_POOL} AS pool,
+       (SELECT lease_id FROM leases
+        WHERE worker_id = $2 AND claim_id = $3 AND status = 'active') AS granted
+FROM runs WHERE run_id = $1 AND status IN ('active', 'paused')
+"""
+
+# A granted lease $1, as a claim answers it.
 _GRANTED = """
 SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup,
        extract(epoch FROM l.deadline - clock_timestamp())::double precision AS seconds_left,
        u.epoch, u.image_indices
 FROM leases l JOIN work_units u USING (unit_id)
-WHERE l.worker_id = $1 AND l.claim_id = $2 AND l.status = 'active'
+WHERE l.lease_id = $1
 """
 
 # What every lease a claim grants is made of: run_id, worker_id, iteration, lease
@@ -191,19 +200,14 @@ class LeasesRepo:
             run_id = await lock_live_run_shared(self.conn)
             record = None
             if run_id is not None:
-                record = await self.conn.fetchrow(
-                    f"SELECT {_RUN_COLUMNS}, {UNIT_POOL} AS pool FROM runs "
-                    "WHERE run_id = $1 AND status IN ('active', 'paused')",
-                    run_id,
-                )
+                record = await self.conn.fetchrow(_LIVE_RUN, run_id, worker_id, claim_id)
             if record is None:
                 latest = await self.conn.fetchval("SELECT max(run_id) FROM runs")
                 return ClaimOutcome(status="finished" if latest else "no_run")
             run = Run.of(record)
-            if claim_id is not None:
-                granted = await self.conn.fetchrow(_GRANTED, worker_id, claim_id)
-                if granted is not None:
-                    return ClaimOutcome(status="leased", run=run, unit=LeasedUnit.of(granted))
+            if record["granted"] is not None:  # a repeat: the lease its first answer held
+                granted = await self.conn.fetchrow(_GRANTED, record["granted"])
+                return ClaimOutcome(status="leased", run=run, unit=LeasedUnit.of(granted))
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
             pool = record["pool"]
