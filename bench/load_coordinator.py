@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
 import httpx
@@ -105,7 +106,9 @@ async def worker_loop(client: httpx.AsyncClient, results: Results, stats: Stats,
                       stop_at: float) -> None:  # fmt: skip
     have_weights = -1
     while time.monotonic() < stop_at:
-        response = await client.post("/work-units/claim", params={"wait": 5}, json={})
+        response = await client.post(
+            "/work-units/claim", params={"wait": 5}, json={"claim_id": str(uuid4())}
+        )
         if response.status_code != 200:
             continue
         stats.leased += 1
@@ -131,7 +134,7 @@ async def probe_claims(client: httpx.AsyncClient, stats: Stats, stop_at: float) 
     """Claims that do not wait, timed; a unit it gets goes straight back to the pool."""
     while time.monotonic() < stop_at:
         started = time.perf_counter()
-        response = await client.post("/work-units/claim", json={})
+        response = await client.post("/work-units/claim", json={"claim_id": str(uuid4())})
         stats.claim_latencies.append(time.perf_counter() - started)
         if response.status_code == 200:
             unit = WorkUnit.model_validate(response.json())
