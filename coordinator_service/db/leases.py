@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -139,9 +139,17 @@ FROM leases l JOIN work_units u USING (unit_id)
 WHERE l.lease_id = $1
 """
 
-# What every lease a claim grants is made of: run_id, worker_id, iteration, lease
-# seconds and claim id, the parameters $1 to $5 of the claim statements.
-_LeaseArgs = tuple[int, int, int, float, UUID | None]
+
+class _LeaseArgs(NamedTuple):
+    """What every lease a claim grants is made of: the parameters $1 to $5 of the
+    claim statements, in this order."""
+
+    run_id: int
+    worker_id: int
+    iteration: int
+    lease_seconds: float
+    claim_id: UUID | None
+
 
 # One statement, the heartbeat being the most frequent request. Leases before the worker
 # row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's data-modifying
@@ -211,7 +219,9 @@ class LeasesRepo:
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
             pool = record["pool"]
-            args = (run.run_id, worker_id, run.iteration, run.config.lease_seconds, claim_id)
+            args = _LeaseArgs(
+                run.run_id, worker_id, run.iteration, run.config.lease_seconds, claim_id
+            )
             row = await self._claim_for_step(run, args, cached_shards, pool)
             if row is None and await self.expire(run_id=run.run_id):
                 row = await self._claim_for_step(run, args, cached_shards, pool)
@@ -250,7 +260,7 @@ class LeasesRepo:
         """A pending unit, from a shard the worker caches if there is one; with dynamic
         local updates, as many fresh units joined into one as the worker's speed fits."""
         if run.config.unit_seconds is not None and pool < 0:
-            speed = await measured_speed(self.conn, args[1])
+            speed = await measured_speed(self.conn, args.worker_id)
             joins = units_per_claim(run.config, speed)
             if joins > 1:
                 row = await self.conn.fetchrow(_CLAIM_JOINED, *args, joins)
@@ -264,7 +274,7 @@ class LeasesRepo:
 
     async def _claim_backup(self, run: Run, args: _LeaseArgs) -> dict[str, Any] | None:
         unit = await self.conn.fetchrow(
-            _PICK_BACKUP, run.run_id, args[1], run.config.backup_after_seconds
+            _PICK_BACKUP, run.run_id, args.worker_id, run.config.backup_after_seconds
         )
         if unit is None:
             return None
