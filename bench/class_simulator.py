@@ -631,6 +631,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             last = results[-1]
             print(f"{mode} x {n}: done in {last['real_seconds']:.0f} s, curve "
                   f"{rounded(last['curve'])}", flush=True)
+            save(args, results)  # a sweep stopped midway keeps what it measured
     print("| mode | workers | final distance | class minutes to target | sooner than alone "
           "| computing share | GPUs' share | versions |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -644,11 +645,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               f"{'—' if faster is None else f'{faster:.1f}x'} | {r['computing_share']:.0%} | "
               f"{_share(r.get('gpu_computing_share'))} | "
               f"{r['versions']} |")  # fmt: skip
+    save(args, results)
+    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'quality-vs-minutes.svg'}")
+    return results
+
+
+def save(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """results.json and the plot of the runs so far."""
     (args.output / "results.json").write_text(json.dumps(
         {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=1))
     plot(results, args.output / "quality-vs-minutes.svg")
-    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'quality-vs-minutes.svg'}")
-    return results
 
 
 if __name__ == "__main__":
