@@ -18,7 +18,13 @@ from uuid import uuid4
 import httpx
 
 from shared.protocol import API_PREFIX, WorkUnit
+from tests.conftest import NARROW_RUN
 from tests.coordinator_service.helpers import fake_body, fetch, upload
+
+# Two units per step, no backup copies and no step timeout: every lease of a unit at a
+# version is a double, so `assert_nothing_lost_or_counted_twice` can check for overlaps.
+NO_BACKUPS_RUN = {**NARROW_RUN, "units_per_step": 2, "step_timeout": 3600,
+                  "backup_after_seconds": 3600}  # fmt: skip
 
 # What a proxy answers while the process behind it is gone or going.
 _PROXY_GAVE_UP = {502, 503, 504}

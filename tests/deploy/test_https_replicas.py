@@ -25,17 +25,19 @@ import pytest
 
 from shared.protocol import API_PREFIX
 from tests.conftest import (
-    NARROW_RUN,
     TEST_ADMIN_TOKEN,
     TEST_JOIN_CODE,
     SpawnedCoordinator,
     free_port,
 )
-from tests.coordinator_service.fake_class import FakeClass, assert_nothing_lost_or_counted_twice
+from tests.coordinator_service.fake_class import (
+    NO_BACKUPS_RUN,
+    FakeClass,
+    assert_nothing_lost_or_counted_twice,
+)
 
 CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "Caddyfile"
 REPLICAS = ["127.0.0.1", "127.0.0.2"]
-RUN = {**NARROW_RUN, "units_per_step": 2, "step_timeout": 3600, "backup_after_seconds": 3600}
 
 
 class TinyDns:
@@ -140,7 +142,7 @@ def test_caddy_spreads_the_class_over_replicas_and_routes_around_a_killed_one(
                 assert answer.status_code == 201, answer.text
                 tokens.append(answer.json()["token"])
             admin = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
-            started = anon.post("/admin/runs", json={"config": RUN}, headers=admin)
+            started = anon.post("/admin/runs", json={"config": NO_BACKUPS_RUN}, headers=admin)
             assert started.status_code == 201, started.text
 
             def version() -> int:

@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 
 from coordinator_service.training.aggregator import ADVISORY_LOCK_KEY
-from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
-from tests.coordinator_service.fake_class import FakeClass, assert_nothing_lost_or_counted_twice
+from tests.conftest import TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
+from tests.coordinator_service.fake_class import (
+    NO_BACKUPS_RUN,
+    FakeClass,
+    assert_nothing_lost_or_counted_twice,
+)
 from tests.coordinator_service.helpers import api_client, claim, fake_body, fetch, upload
-
-# No backup copies and no step timeout: every lease of a unit at a version is a double.
-RUN = {**NARROW_RUN, "units_per_step": 2, "step_timeout": 3600, "backup_after_seconds": 3600}
 
 
 def _leader_pid(database_url: str, *, other_than: int | None = None) -> int:
@@ -56,7 +57,7 @@ def _register(url: str, name: str) -> str:
 
 def _start_run(url: str) -> None:
     with api_client(url, TEST_ADMIN_TOKEN) as admin:
-        response = admin.post("/admin/runs", json={"config": RUN})
+        response = admin.post("/admin/runs", json={"config": NO_BACKUPS_RUN})
         assert response.status_code == 201, response.text
 
 
