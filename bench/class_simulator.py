@@ -179,6 +179,8 @@ class Simulation:
             extra = {"images_per_unit": args.inner_steps * args.micro_batch,
                      "units_per_step": args.async_k if kind == "async_local_steps"
                      else min(len(workers), args.units_per_step), "result_dtype": "bfloat16"}
+            if kind == "async_local_steps":
+                extra["outer_momentum_delay"] = args.momentum_delay
         if "dynamic" in suffixes:  # small planned units, joined per claim to a worker's speed
             extra.update(images_per_unit=args.base_inner_steps * args.micro_batch,
                          unit_seconds=args.unit_seconds)  # fmt: skip
@@ -536,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="modes ending in -dynamic: H of a planned unit (default: 8)")
     p.add_argument("--async-k", type=int, default=1,
                    help="asynchronous: results per fold (default: 1)")
+    p.add_argument("--momentum-delay", type=int, default=1,
+                   help="asynchronous: Delayed Nesterov's N, folds per outer momentum "
+                   "update (default: 1, Nesterov at every fold)")
     p.add_argument("--micro-batch", type=int, default=64, help="micro-batch (default: 64)")
     p.add_argument("--features", type=int, default=16,
                    help="G and D feature maps of the simulated model (default: 16)")

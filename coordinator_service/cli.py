@@ -102,6 +102,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # asynchronous runs (--result-kind async_local_steps) only
     "max_staleness": ("max_staleness", int),
     "staleness_exponent": ("staleness_exponent", float),
+    "outer_momentum_delay": ("outer_momentum_delay", int),
     # dynamic local updates (either local kind)
     "unit_seconds": ("unit_seconds", float),
     "max_units_per_claim": ("max_units_per_claim", int),

@@ -191,6 +191,7 @@ class OuterConfig:
     lr: float = 0.7
     momentum: float = 0.9
     nesterov: bool = True
+    delay: int = 1  # Delayed Nesterov's N: folds per momentum update (1: every fold)
 
 
 def apply_deltas(
@@ -202,8 +203,10 @@ def apply_deltas(
     """W_t+1 from averaged W_t - W_local changes, used as an outer gradient.
 
     Follows torch.optim.SGD (dampening 0): with momentum 0 and lr 1 it lands exactly on
-    the workers' mean local weights.
+    the workers' mean local weights. With ``config.delay`` above 1, Delayed Nesterov.
     """
+    if config.delay > 1:
+        return _delayed_nesterov(weights, combined, state, config)
     momentum = dict(state.momentum or {})
     new_weights = dict(weights)
     for name, delta in combined.tensors.items():
@@ -218,4 +221,44 @@ def apply_deltas(
     new_state = OptimizerState(
         state.step + 1, state.exp_avg, state.exp_avg_sq, momentum if config.momentum else None
     )
+    return new_weights, new_state
+
+
+def _delayed_nesterov(
+    weights: Mapping[str, Tensor],
+    combined: Aggregate,
+    state: OptimizerState,
+    config: OuterConfig,
+) -> tuple[dict[str, Tensor], OptimizerState]:
+    """Delayed Nesterov (Liu et al. 2024, arXiv 2401.09135; utnslab/halos with c = 0).
+
+    Every fold applies its own change at once, at lr / N; every N-th fold the momentum
+    takes in the mean of the last N changes and is applied too. Over N folds the weights
+    move as one Nesterov step on the mean of N changes moves them, yet each change lands
+    as it arrives, so the next claims train from it. Nesterov at every fold would instead
+    carry each asynchronous change, computed from weights several folds old, into the
+    next ~1 / (1 - momentum) folds at full size. ``state.step`` counts the folds and
+    ``state.pending`` sums the changes since the last momentum update.
+    """
+    n = config.delay
+    updating = (state.step + 1) % n == 0
+    momentum = dict(state.momentum or {})
+    pending = dict(state.pending or {})
+    new_weights = dict(weights)
+    for name, delta in combined.tensors.items():
+        total = pending[name].add(delta) if name in pending else delta.clone()
+        moved = weights[name].sub(delta, alpha=config.lr / n)
+        if updating:
+            mean = total.div_(n)
+            buf = momentum[name].mul(config.momentum).add_(mean) if name in momentum else mean
+            momentum[name] = buf
+            moved.sub_(buf, alpha=config.lr * config.momentum)
+        else:
+            pending[name] = total
+        new_weights[name] = moved
+    new_weights.update(combined.buffers)
+    new_state = OptimizerState(
+        state.step + 1, state.exp_avg, state.exp_avg_sq, momentum or None,
+        None if updating else pending,
+    )  # fmt: skip
     return new_weights, new_state

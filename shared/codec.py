@@ -43,6 +43,7 @@ _WEIGHT = "weight."
 _EXP_AVG = "adam.exp_avg."
 _EXP_AVG_SQ = "adam.exp_avg_sq."
 _MOMENTUM = "outer.momentum."
+_PENDING = "outer.pending."
 
 
 class CodecError(ValueError):
@@ -61,12 +62,14 @@ class ResultLayout:
 @dataclass
 class OptimizerState:
     """Adam moments per parameter (``step`` counts updates) plus, for local-steps runs,
-    the outer optimizer's momentum buffers."""
+    the outer optimizer's momentum buffers and, with Delayed Nesterov, the sum of the
+    changes its momentum has yet to take in."""
 
     step: int
     exp_avg: dict[str, Tensor]
     exp_avg_sq: dict[str, Tensor]
     momentum: dict[str, Tensor] | None = None
+    pending: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -85,8 +88,9 @@ def max_result_bytes(spec: StateSpec) -> int:
 
 
 def max_snapshot_bytes(spec: StateSpec) -> int:
-    """The largest valid snapshot: weights plus Adam moments plus outer momentum, float32."""
-    return (spec.numel() + 3 * sum(math.prod(s) for s in spec.parameters.values())) * 4 + (
+    """The largest valid snapshot, float32: weights plus Adam moments plus the outer
+    momentum and its pending changes."""
+    return (spec.numel() + 4 * sum(math.prod(s) for s in spec.parameters.values())) * 4 + (
         _HEADER_SLACK
     )
 
@@ -179,12 +183,15 @@ def encode_snapshot(
         tensors.update({_EXP_AVG_SQ + k: _f32(v) for k, v in optimizer.exp_avg_sq.items()})
         if optimizer.momentum is not None:
             tensors.update({_MOMENTUM + k: _f32(v) for k, v in optimizer.momentum.items()})
+        if optimizer.pending is not None:
+            tensors.update({_PENDING + k: _f32(v) for k, v in optimizer.pending.items()})
     return _save(tensors, meta)
 
 
 def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
     """Validate and decode a snapshot. The optimizer part is optional; within it the Adam
-    moments (both or neither) and the outer momentum each cover every parameter or none."""
+    moments (both or neither), the outer momentum and its pending changes each cover
+    every parameter or none."""
     if len(data) > max_snapshot_bytes(spec):
         raise CodecError(f"snapshot is {len(data)} bytes, more than {max_snapshot_bytes(spec)}")
     header, metadata = _read_header(data)
@@ -194,10 +201,11 @@ def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
     has_optimizer = "optimizer_step" in metadata
     has_adam = any(k.startswith((_EXP_AVG, _EXP_AVG_SQ)) for k in header)
     has_momentum = any(k.startswith(_MOMENTUM) for k in header)
+    has_pending = any(k.startswith(_PENDING) for k in header)
     if has_optimizer:
         groups = ((_EXP_AVG, _EXP_AVG_SQ) if has_adam else ()) + (
             (_MOMENTUM,) if has_momentum else ()
-        )
+        ) + ((_PENDING,) if has_pending else ())
         for prefix in groups:
             expected.update({prefix + k: s for k, s in spec.parameters.items()})
     _check_header(header, expected, ("F32",))
@@ -209,6 +217,7 @@ def decode_snapshot(data: bytes, spec: StateSpec) -> Snapshot:
             exp_avg=_strip(tensors, _EXP_AVG),
             exp_avg_sq=_strip(tensors, _EXP_AVG_SQ),
             momentum=_strip(tensors, _MOMENTUM) if has_momentum else None,
+            pending=_strip(tensors, _PENDING) if has_pending else None,
         )
     return Snapshot(
         iteration=_int_field(metadata, "iteration", minimum=0),

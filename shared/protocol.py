@@ -401,6 +401,15 @@ class RunConfig(_Model):
         description="async_local_steps: a result s versions old counts (s + 1) ** -a of a "
         "fresh one in its fold (FedAsync's polynomial weight; default a = 0.5)",
     )
+    outer_momentum_delay: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="async_local_steps: Delayed Nesterov (Liu et al. 2024): each fold "
+        "applies its change at outer_lr / N at once, and the outer momentum takes in the "
+        "mean of the last N folds' changes every N-th fold; 1 is Nesterov at every fold "
+        "(default 1)",
+    )
 
     unit_seconds: float | None = Field(
         default=None,
@@ -462,6 +471,10 @@ class RunConfig(_Model):
         for name, default in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
+        if (self.outer_momentum_delay or 1) > 1 and not self.outer_nesterov:
+            raise ValueError(
+                "outer_momentum_delay is Delayed Nesterov: it needs outer_nesterov true"
+            )
         return self
 
     def staleness_bound(self) -> int:
@@ -499,7 +512,9 @@ LOCAL_STEPS_DEFAULTS: dict[str, object] = {
 
 
 # An asynchronous run's defaults (besides the local-steps ones).
-ASYNC_DEFAULTS: dict[str, object] = {"max_staleness": 64, "staleness_exponent": 0.5}
+ASYNC_DEFAULTS: dict[str, object] = {
+    "max_staleness": 64, "staleness_exponent": 0.5, "outer_momentum_delay": 1,
+}  # fmt: skip
 
 # Dynamic local updates' bound, once unit_seconds turns them on.
 DYNAMIC_DEFAULTS: dict[str, object] = {"max_units_per_claim": 16}

@@ -189,7 +189,8 @@ def _all_tensors(weights: dict[str, Tensor], optimizer: OptimizerState) -> dict[
     """Weights and optimizer state under one set of distinct names."""
     named = dict(weights)
     for part, tensors in (("exp_avg", optimizer.exp_avg), ("exp_avg_sq", optimizer.exp_avg_sq),
-                          ("momentum", optimizer.momentum or {})):  # fmt: skip
+                          ("momentum", optimizer.momentum or {}),
+                          ("pending", optimizer.pending or {})):  # fmt: skip
         named.update({f"{part}.{k}": v for k, v in tensors.items()})
     return named
 

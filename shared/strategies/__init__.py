@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shared.aggregation import AdamConfig, OuterConfig
@@ -48,7 +49,8 @@ def strategy_for(run: RunConfig | RunInfo) -> Strategy:
     if config is None:  # a worker computes a unit as in local steps; folding is not its job
         return AsyncLocalSteps(**vars(local))
     assert config.max_staleness is not None and config.staleness_exponent is not None
+    delayed = replace(outer, delay=config.outer_momentum_delay or 1)
     return AsyncLocalSteps(
-        **vars(local), max_staleness=config.max_staleness,
+        **{**vars(local), "outer": delayed}, max_staleness=config.max_staleness,
         staleness_exponent=config.staleness_exponent,
     )  # fmt: skip

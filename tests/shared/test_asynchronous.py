@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from shared.aggregation import OuterConfig
+from shared.codec import decode_snapshot, encode_snapshot
+from shared.models import StateSpec
 from shared.protocol import RunConfig
 from shared.strategies import AsyncLocalSteps, LocalSteps, strategy_for
 from shared.strategies.asynchronous import staleness_weight
@@ -70,6 +72,52 @@ def test_stale_results_count_less_as_torch_sgd_takes_them() -> None:
         torch.testing.assert_close(weights[name], param, rtol=1e-6, atol=1e-7)
     assert torch.equal(weights["generator.bn.running_var"], folds[-1][1][0].buffers[
         "generator.bn.running_var"])  # fmt: skip
+
+
+def test_delayed_nesterov_equals_the_reference_written_out() -> None:
+    """Delayed Nesterov (Liu et al. 2024) as utnslab/halos writes it, c = 0, over seven
+    folds with N = 3, stale results among them, and the state taken through a checkpoint
+    between folds (the pending sum is part of it)."""
+    lr, beta, n = 0.7, 0.9, 3
+    strategy = AsyncLocalSteps(
+        0, 64, 100, outer=OuterConfig(lr, beta, True, delay=n), staleness_exponent=0.5
+    )
+    folds = [(v, [_result(v - (v % 3), 64, v), _result(v, 32, 50 + v)]) for v in range(7)]
+    weights = _weights()
+
+    params = {k: v.clone() for k, v in weights.items()}
+    m = {k: torch.zeros_like(v) for k, v in params.items()}
+    delta = {k: torch.zeros_like(v) for k, v in params.items()}
+    for t, (version, results) in enumerate(folds):
+        total = sum(r.num_samples for r in results)
+        for name, p in params.items():
+            g = sum(
+                (r.num_samples / total) * ((version - r.iteration + 1) ** -0.5) * r.tensors[name]
+                for r in results
+            )
+            delta[name] += g
+            if (t + 1) % n == 0:
+                m[name] = beta * m[name] + delta[name] / n
+                p -= lr * beta * m[name]
+                delta[name].zero_()
+            p -= lr / n * g
+
+    spec = StateSpec(parameters={k: tuple(v.shape) for k, v in weights.items()}, buffers={
+        "generator.bn.running_var": (4,)})  # fmt: skip
+    state = strategy.initial_optimizer({})
+    for version, results in folds:
+        fold = strategy.fold(weights, state, results, version=version)
+        weights, state = fold.weights, fold.optimizer
+        assert (state.pending is None) == (version % n == n - 1)
+        restored = decode_snapshot(encode_snapshot(version + 1, weights, state), spec)
+        assert restored.optimizer is not None
+        weights, state = restored.weights, restored.optimizer
+    for name, p in params.items():
+        torch.testing.assert_close(weights[name], p, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs outer_nesterov"):
+        RunConfig(result_kind="async_local_steps", outer_momentum_delay=4, outer_nesterov=False)
+    delayed = strategy_for(RunConfig(result_kind="async_local_steps", outer_momentum_delay=4))
+    assert isinstance(delayed, AsyncLocalSteps) and delayed.outer.delay == 4
 
 
 def test_staleness_weight() -> None:

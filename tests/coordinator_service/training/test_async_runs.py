@@ -135,10 +135,12 @@ def test_kill_9_replays_folds_of_stale_results_bit_for_bit(
     """Four folds, two of them of a one-version-stale result, none stored with its outer
     momentum; killed, the new coordinator replays them from the results log (it checks
     the replayed weights against the served ones) and its next fold equals an
-    uninterrupted coordinator's."""
+    uninterrupted coordinator's. With Delayed Nesterov (N = 5) the fold after the
+    restart is the first momentum update: it takes in the four replayed changes."""
+    delayed = {**ASYNC, "outer_momentum_delay": 5}
     first = spawn_coordinator(database_url, GAN_SNAPSHOT_SECONDS="3600")
     with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
-        assert admin.post("/admin/runs", json={"config": ASYNC}).status_code == 201
+        assert admin.post("/admin/runs", json={"config": delayed}).status_code == 201
         tokens = [anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": name})
                   .json()["token"] for name in ("ada", "bob")]  # fmt: skip
     ada, bob = (api_client(first.url, token) for token in tokens)
@@ -169,7 +171,7 @@ def test_kill_9_replays_folds_of_stale_results_bit_for_bit(
     assert staleness == [0, 1, 0, 1, 0]
     assert "replayed versions 1 to 4 from their results" in second.log()
 
-    config = RunConfig.model_validate(ASYNC)
+    config = RunConfig.model_validate(delayed)
     state, _ = engine.initial_state(config)
     for version, (unit, body) in enumerate(folds):
         result = decode_result(body, engine.result_layout(config, version))
