@@ -36,7 +36,9 @@ costs in real time, not the class minutes charged, which use the laptop speed gi
 The reference is one laptop alone running ``gan-train-local`` (the textbook loop, batch
 64, no network). It prints, per mode and N: the distance reached, the class minutes to
 reach the distance the lone laptop reaches after one epoch of the images, the speed-up
-over the lone laptop, and the share of worker time spent computing; and writes
+over the lone laptop, how soon the lone laptop first drew as well as the run's last
+measurement (a speed-up at equal quality, for runs that stop short of the target), and
+the share of worker time spent computing; and writes
 ``results.json`` and a plot (``quality-vs-minutes.svg``).
 """
 
@@ -638,17 +640,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                   f"{rounded(last['curve'])}", flush=True)
             save(args, results)  # a sweep stopped midway keeps what it measured
     print("| mode | workers | final distance | class minutes to target | sooner than alone "
-          "| computing share | GPUs' share | versions |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| alone's minutes to the final distance | computing share | GPUs' share | versions |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         reached = (epoch_minutes if r is alone
                    else None if target is None else minutes_to(r["curve"], target))  # fmt: skip
         faster = epoch_minutes / reached if reached else None
-        r.update(target=target, minutes_to_target=reached, speedup=faster)
-        print(f"| {r['mode']} | {r['workers']} | {r['curve'][-1][1]:.1f} | "
+        # A run that stops short of the target still gets a speed-up at the quality it
+        # reached: when the lone laptop first drew as well, against when this run did.
+        minute, distance = r["curve"][-1]
+        lone = None if alone is None or r is alone else minutes_to(alone["curve"], distance)
+        equal = lone / minute if lone is not None and minute > 0 else None
+        r.update(target=target, minutes_to_target=reached, speedup=faster,
+                 alone_minutes_to_final=lone, speedup_at_final=equal)  # fmt: skip
+        print(f"| {r['mode']} | {r['workers']} | {distance:.1f} | "
               f"{'—' if reached is None else f'{reached:.1f}'} | "
-              f"{'—' if faster is None else f'{faster:.1f}x'} | {r['computing_share']:.0%} | "
-              f"{_share(r.get('gpu_computing_share'))} | "
+              f"{'—' if faster is None else f'{faster:.1f}x'} | "
+              f"{'—' if equal is None else f'{lone:.1f} ({equal:.1f}x)'} | "
+              f"{r['computing_share']:.0%} | {_share(r.get('gpu_computing_share'))} | "
               f"{r['versions']} |")  # fmt: skip
     save(args, results)
     print(f"\nwrote {args.output / 'results.json'} and {args.output / 'quality-vs-minutes.svg'}")

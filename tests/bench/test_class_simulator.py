@@ -24,6 +24,11 @@ def test_smoke_run_simulates_every_mode_and_writes_its_plot(tmp_path, capsys) ->
     # computes a larger share of its time than with a barrier.
     assert by_mode["async_local_steps"]["computing_share"] > by_mode["local_steps"][
         "computing_share"]  # fmt: skip
+    for run in runs[1:]:  # the lone laptop's first minute at or below the run's last distance
+        last = run["curve"][-1]
+        first = next((m for m, d in alone["curve"] if d <= last[1]), None)
+        assert run["alone_minutes_to_final"] == first
+        assert run["speedup_at_final"] == (None if first is None else first / last[0])
     assert (tmp_path / "quality-vs-minutes.svg").read_text().startswith("<svg")
     assert "| async_local_steps | 2 |" in capsys.readouterr().out
 
