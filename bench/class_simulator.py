@@ -402,6 +402,8 @@ class Simulation:
             elif kind == "eval":
                 load_model_state(*self.nets, self.run.weights)
                 self.curve.append((now / 60, self.evaluate(self.nets[0])))
+                print(f"  {self.mode} x {len(self.workers)}: {now / 60:.2f} class minutes, "
+                      f"distance {self.curve[-1][1]:.1f}", flush=True)  # fmt: skip
                 reached = (self.target is not None and self.run.version > 0
                            and self.curve[-1][1] <= self.target)  # fmt: skip
                 if reached or self.run.epoch >= self.args.max_epochs:
@@ -478,9 +480,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         label = result["mode"] + ("" if result["mode"] == "lone laptop"
                                   else f", {result['workers']} workers")  # fmt: skip
         ly = 30 + 16 * index
-        parts.append(f'<line x1="{width - 330}" y1="{ly}" x2="{width - 300}" y2="{ly}" '
+        parts.append(f'<line x1="{width - 350}" y1="{ly}" x2="{width - 320}" y2="{ly}" '
                      f'stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
-        parts.append(f'<text x="{width - 294}" y="{ly + 4}">{label}</text>')
+        parts.append(f'<text x="{width - 314}" y="{ly + 4}">{label}</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts))
 

@@ -5,15 +5,19 @@ of the local-steps schedule measured in docs/local-steps.md (H = 32 inner steps 
 laptop unit, bfloat16 results, outer Nesterov SGD at lr 0.7 and momentum 0.9):
 
 * ``small`` keeps the barrier: 3 units of 2,048 images per outer step. With 4 simulated
-  laptops it reached one laptop's one-epoch quality 5.5x sooner than one laptop alone,
-  against 4.6x for the asynchronous mode, whose one-result folds are noisier.
-* ``medium`` and ``large`` train asynchronously (no barrier): with 16 laptops the
-  asynchronous mode was 13.8x sooner and the barrier 5.5x, because with a barrier only 3
-  of them computed at once. K, the results per fold, grows with the class so that a
-  result is on average about 20 versions old at the top of its range (the timing
-  simulation: 19 at 40 workers with K = 2, 18 at 150 with K = 8, no result refused as too
-  stale), where K = 1 left results 61 versions old at 120 workers and 1,236 of about 2,650
-  results (47 %) were computed for nothing, refused as too stale.
+  laptops at seed 1 it led the asynchronous mode from the third class minute on (285
+  against 779 after six), whose one-result folds are noisier.
+* ``medium`` and ``large`` train asynchronously (no barrier), for equal progress with
+  nobody waiting, not for speed: with 16 laptops at seed 1 both modes drew what one
+  laptop alone draws about 1.5x sooner (the barrier 445 after 4 class minutes, the
+  asynchronous mode 805 after 2), but the barrier kept 3 laptops computing and 13
+  waiting. (A first sweep at seed 0 had the asynchronous mode 13.8x sooner; the lone
+  laptop barely learned there, and that speed-up did not hold.) K, the results per
+  fold, grows with the class so that a result is on average about 20 versions old at
+  the top of its range (the timing simulation: 19 at 40 workers with K = 2, 18 at 150
+  with K = 8, no result refused as too stale), where K = 1 left results 61 versions old
+  at 120 workers and 1,236 of about 2,650 results (47 %) were computed for nothing,
+  refused as too stale.
 * None of them turns on dynamic local updates (``--unit-seconds``): in the simulator
   they kept a GPU 15x a laptop computing 92-98 % of its time instead of 40 %, but a class
   of 7 laptops and that GPU drew worse at equal class minutes with them (596 against 401
