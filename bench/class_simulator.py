@@ -183,6 +183,9 @@ class Simulation:
                      else min(len(workers), args.units_per_step), "result_dtype": "bfloat16"}
             if kind == "async_local_steps":
                 extra["outer_momentum_delay"] = args.momentum_delay
+            for name in ("inner_lr", "outer_lr", "outer_momentum"):
+                if getattr(args, name) is not None:
+                    extra[name] = getattr(args, name)
         if "dynamic" in suffixes:  # small planned units, joined per claim to a worker's speed
             extra.update(images_per_unit=args.base_inner_steps * args.micro_batch,
                          unit_seconds=args.unit_seconds)  # fmt: skip
@@ -545,6 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum-delay", type=int, default=1,
                    help="asynchronous: Delayed Nesterov's N, folds per outer momentum "
                    "update (default: 1, Nesterov at every fold)")
+    p.add_argument("--inner-lr", type=float, default=None,
+                   help="both local-steps modes: the inner Adam's learning rate (default: "
+                   "the runs' 2e-4)")
+    p.add_argument("--outer-lr", type=float, default=None,
+                   help="both local-steps modes: the outer learning rate (default: the "
+                   "runs' 0.7)")
+    p.add_argument("--outer-momentum", type=float, default=None,
+                   help="both local-steps modes: the outer Nesterov momentum, 0 for none "
+                   "(default: the runs' 0.9)")
     p.add_argument("--micro-batch", type=int, default=64, help="micro-batch (default: 64)")
     p.add_argument("--features", type=int, default=16,
                    help="G and D feature maps of the simulated model (default: 16)")

@@ -3,7 +3,9 @@
 Each simulated worker loops claim -> download W_t (once per iteration) -> upload a
 pre-made valid result (seeded random gradients, encoded once per (iteration, size) and
 reused) -> claim again, with no compute in between: the most load a worker can make.
-Its claims wait up to 5 s for work, as gan-worker's do, and beside that loop it
+With ``--compute-seconds S`` each simulated worker instead waits between download and
+upload for a time drawn evenly from S/2 to 3S/2, as gan-worker computes: a class's pace
+(the presets' units take about 26 s on a laptop). Its claims wait up to 5 s for work, as gan-worker's do, and beside that loop it
 heartbeats every ``--heartbeat-seconds``, as gan-worker does while it computes. A
 waiting claim's time says nothing about the server, so claim latency is measured by a
 probe: one more worker that claims without waiting ten times a second (and gives back
@@ -103,7 +105,7 @@ async def heartbeats(client: httpx.AsyncClient, stats: Stats, every: float,
 
 
 async def worker_loop(client: httpx.AsyncClient, results: Results, stats: Stats,
-                      stop_at: float) -> None:  # fmt: skip
+                      stop_at: float, compute_seconds: float) -> None:  # fmt: skip
     have_weights = -1
     while time.monotonic() < stop_at:
         response = await client.post(
@@ -117,6 +119,8 @@ async def worker_loop(client: httpx.AsyncClient, results: Results, stats: Stats,
             await client.get(unit.weights_url.removeprefix(API_PREFIX))
             have_weights = unit.iteration
         body = results.body(unit.iteration, len(unit.image_indices))
+        if compute_seconds:
+            await asyncio.sleep(compute_seconds * (0.5 + secrets.randbelow(1001) / 1000))
         started = time.perf_counter()
         answer = await client.post(
             f"/work-units/{unit.unit_id}/result", content=body,
@@ -287,7 +291,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
             t0 = time.monotonic()
             stop_at = t0 + args.seconds
             await asyncio.gather(
-                *(worker_loop(w, results, stats, stop_at) for w in clients),
+                *(worker_loop(w, results, stats, stop_at, args.compute_seconds) for w in clients),
                 *(heartbeats(w, stats, args.heartbeat_seconds, stop_at) for w in clients),
                 probe_claims(probe_client, stats, stop_at),
             )
@@ -328,25 +332,34 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[10, 50, 100])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--features", type=int, default=8, help="G and D feature maps")
-    parser.add_argument("--images-per-unit", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[10, 50, 100],
+                        help="simulated worker counts, one row each (default: 10 50 100)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="how long each row's workers run (default: 20)")
+    parser.add_argument("--features", type=int, default=8,
+                        help="G and D feature maps; 64 is the class model (default: 8)")
+    parser.add_argument("--images-per-unit", type=int, default=32,
+                        help="images per work unit (default: 32)")
+    parser.add_argument("--compute-seconds", type=float, default=0.0,
+                        help="each unit's simulated compute time, drawn from half to 1.5 "
+                        "times this; 0: none, the most load workers can make (default: 0)")
     parser.add_argument("--api-processes", type=int, default=1,
-                        help="the coordinator's API processes (serve --workers)")  # fmt: skip
+                        help="the coordinator's API processes (serve --workers; default: 1)")  # fmt: skip
     parser.add_argument("--heartbeat-seconds", type=float, default=5.0,
                         help="each simulated worker's heartbeat interval (gan-worker: 15 s "
-                        "at most while it computes)")  # fmt: skip
+                        "at most while it computes; default: 5)")  # fmt: skip
     parser.add_argument("--serve-raw", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--show-log", action="store_true", help="print the server's log tail")
     parser.add_argument("--database-url", default=os.environ.get(
-        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))  # fmt: skip
-    args = parser.parse_args()
+        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL server the bench may create databases on (default: $DATABASE_URL "
+        "or postgresql://postgres@127.0.0.1:5432/postgres)")  # fmt: skip
+    args = parser.parse_args(argv)
     if args.serve_raw is not None:  # the raw loopback baseline's server process
         serve_raw(args.serve_raw)
-        return
+        return []
     import torch
 
     torch.set_num_threads(1)
@@ -361,9 +374,11 @@ def main() -> None:
               "downloadable_max_ms")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    rows = []
     for n in args.workers:
-        row = asyncio.run(bench(n, args, results))
+        rows.append(row := asyncio.run(bench(n, args, results)))
         print("| " + " | ".join(_cell(row[h]) for h in header) + " |", flush=True)
+    return rows
 
 
 def _cell(value: float) -> str:

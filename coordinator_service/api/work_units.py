@@ -185,14 +185,15 @@ async def _upload_result(
         run = await RunsRepo(conn).get(run_id=lease.run_id) if lease else None
     limit = engine.result_limit(run.config) if run else _FALLBACK_LIMIT
     body = await _read_capped(request, limit)  # read before answering: clients see the status
-    async with state.pool.acquire() as conn:
-        if not await LeasesRepo(conn).unit_exists(unit_id=unit_id):
-            raise CoordinatorError("unknown_unit")
-        if lease is None or lease.unit_id != unit_id or lease.worker_id != worker.worker_id:
-            raise CoordinatorError("lease_lost")
-        previous = await ResultsRepo(conn).previous_answer(lease_id=lease_key)
-    if previous is not None:
-        return _answer(previous, duplicate=True)
+    if lease is None or lease.unit_id != unit_id or lease.worker_id != worker.worker_id:
+        async with state.pool.acquire() as conn:
+            known = await LeasesRepo(conn).unit_exists(unit_id=unit_id)
+        raise CoordinatorError("lease_lost" if known else "unknown_unit")
+    if lease.status == "completed":  # only an accepted result completes a lease: a repeat
+        async with state.pool.acquire() as conn:
+            previous = await ResultsRepo(conn).previous_answer(lease_id=lease_key)
+        if previous is not None:
+            return _answer(previous, duplicate=True)
     assert run is not None
     if worker.flagged_at is not None:
         raise CoordinatorError("worker_flagged")
@@ -222,6 +223,7 @@ async def _upload_result(
         async with state.pool.acquire() as conn:
             accepted = await ResultsRepo(conn).accept(
                 lease_id=lease_key,
+                run_id=run.run_id,
                 worker_id=worker.worker_id,
                 kind=result.kind,
                 num_samples=result.num_samples,

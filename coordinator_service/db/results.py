@@ -41,6 +41,7 @@ class ResultsRepo:
         self,
         *,
         lease_id: UUID,
+        run_id: int,
         worker_id: int,
         kind: str,
         num_samples: int,
@@ -61,23 +62,19 @@ class ResultsRepo:
         """
         async with self.conn.transaction():
             # Lock order run -> lease -> unit, the same as a step's, so they never deadlock.
-            run_id = await self.conn.fetchval(
-                "SELECT run_id FROM leases WHERE lease_id = $1", lease_id
-            )
-            if run_id is None:
-                raise CoordinatorError("lease_lost")
             await lock_run_shared(self.conn, run_id)
-            run_iteration = await self.conn.fetchval(
-                "SELECT iteration FROM runs WHERE run_id = $1", run_id
-            )
+            # The run's version is read after the lock: no step commits until this ends.
             lease = await self.conn.fetchrow(
-                "SELECT unit_id, run_id, iteration, status, created_at FROM leases "
-                "WHERE lease_id = $1 AND worker_id = $2 FOR UPDATE",
+                "SELECT l.unit_id, l.run_id, l.iteration, l.status, l.created_at, "
+                "r.iteration AS run_iteration FROM leases l JOIN runs r USING (run_id) "
+                "WHERE l.lease_id = $1 AND l.worker_id = $2 AND l.run_id = $3 FOR UPDATE OF l",
                 lease_id,
                 worker_id,
+                run_id,
             )
-            if lease is None or run_iteration is None:
+            if lease is None:
                 raise CoordinatorError("lease_lost")
+            run_iteration = lease["run_iteration"]
             if lease["status"] == "completed":  # a repeat that waited for the first upload
                 previous = await self.previous_answer(lease_id=lease_id)
                 if previous is not None:
