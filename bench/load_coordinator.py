@@ -5,14 +5,14 @@ pre-made valid result (seeded random gradients, encoded once per (iteration, siz
 reused) -> claim again, with no compute in between: the most load a worker can make.
 With ``--compute-seconds S`` each simulated worker instead waits between download and
 upload for a time drawn evenly from S/2 to 3S/2, as gan-worker computes: a class's pace
-(the presets' units take about 26 s on a laptop). Its claims wait up to 5 s for work, as gan-worker's do, and beside that loop it
-heartbeats every ``--heartbeat-seconds``, as gan-worker does while it computes. A
-waiting claim's time says nothing about the server, so claim latency is measured by a
-probe: one more worker that claims without waiting ten times a second (and gives back
-what it gets). The coordinator is the
-real CLI (``gan-coordinator serve``, ``--api-processes`` of them) in a subprocess over a
-fresh database on a real PostgreSQL, with its aggregator stepping for real (decode,
-average, Adam, snapshot, commit).
+(the presets' units take about 26 s on a laptop). Its claims wait up to 5 s for work,
+as gan-worker's do, and beside that loop it heartbeats every ``--heartbeat-seconds``,
+as gan-worker does while it computes. A waiting claim's time says nothing about the
+server, so claim latency is measured by a probe: one more worker that claims without
+waiting ten times a second (and gives back what it gets). The coordinator is the real
+CLI (``gan-coordinator serve``, ``--api-processes`` of them) in a subprocess over a fresh
+database on a real PostgreSQL, with its aggregator stepping for real (decode, average,
+Adam, snapshot, commit).
 
 Reported per worker count: leased claims/s; p50/p99 latency of every claim, heartbeat
 and accepted upload; result MB/s accepted against a raw loopback upload of the same
@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                         help="each unit's simulated compute time, drawn from half to 1.5 "
                         "times this; 0: none, the most load workers can make (default: 0)")
     parser.add_argument("--api-processes", type=int, default=1,
-                        help="the coordinator's API processes (serve --workers; default: 1)")  # fmt: skip
+                        help="the coordinator's API processes (serve --workers; "
+                        "default: 1)")  # fmt: skip
     parser.add_argument("--heartbeat-seconds", type=float, default=5.0,
                         help="each simulated worker's heartbeat interval (gan-worker: 15 s "
                         "at most while it computes; default: 5)")  # fmt: skip

@@ -11,7 +11,8 @@ from tests.bench.helpers import bench_module
 def test_a_short_run_at_class_pace_measures_every_figure(pg_server_url, capsys) -> None:
     with bench_module("load_coordinator") as bench:
         (row,) = bench.main(["--workers", "4", "--seconds", "6", "--compute-seconds", "0.5",
-                             "--heartbeat-seconds", "1", "--database-url", pg_server_url])  # fmt: skip
+                             "--heartbeat-seconds", "1",
+                             "--database-url", pg_server_url])  # fmt: skip
     # 4 workers, 2 units per step, units of about half a second: several steps, none of
     # their results refused, and each step's weights published after its last result.
     assert row["workers"] == 4 and row["units_per_step"] == 2
