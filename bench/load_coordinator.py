@@ -45,10 +45,11 @@ import httpx
 
 from coordinator_service.db import migrations
 from coordinator_service.embedded import with_database
-from shared.codec import encode_result
-from shared.models import ModelConfig, StateSpec
-from shared.protocol import API_PREFIX, LEASE_HEADER, WorkUnit
-from shared.strategies import Synchronous
+from coordinator_service.training import engine, presets
+from shared.codec import DTYPE_NAMES, encode_result
+from shared.models import StateSpec
+from shared.protocol import API_PREFIX, LEASE_HEADER, LOCAL_KINDS, RunConfig, WorkUnit
+from shared.strategies import strategy_for
 from shared.unit_result import UnitMetrics, UnitResult
 
 ADMIN, JOIN = "bench-admin-token", "bench-join-code"
@@ -66,30 +67,35 @@ class Stats:
 
 
 class Results:
-    """Pre-made result bodies, encoded once per (iteration, num_samples)."""
+    """Pre-made result bodies of the run's kind, encoded once per (iteration, num_samples)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: RunConfig) -> None:
         import torch
 
-        self.spec = StateSpec.from_config(config)
+        self.config = config
+        self.strategy = strategy_for(config)
+        self.spec = StateSpec.from_config(engine.model_config(config))
         rng = torch.Generator().manual_seed(0)
         self.tensors = {k: torch.randn(s, generator=rng) * 1e-3
                         for k, s in self.spec.parameters.items()}  # fmt: skip
         self.buffers = {k: torch.rand(s, generator=rng) + 0.5 for k, s in self.spec.buffers.items()}
         self.cache: dict[tuple[int, int], bytes] = {}
 
-    def body(self, iteration: int, num_samples: int) -> bytes:
-        """A valid result of the run's synchronous phase at ``iteration`` (micro-batch 64)."""
-        key = (iteration, num_samples)
+    def body(self, iteration: int, num_images: int) -> bytes:
+        """A valid result for a unit of ``num_images`` leased at ``iteration``."""
+        key = (iteration, num_images)
         if key not in self.cache:
-            layout = Synchronous(0, 64, 100).layout(iteration, self.spec)
+            layout = self.strategy.layout(iteration, self.spec)
+            extra = {"batch_size": str(self.config.batch_size)}
+            if self.config.result_kind in LOCAL_KINDS:
+                extra["inner_steps"] = str(-(-num_images // self.config.batch_size))
             result = UnitResult(
-                layout.kind, iteration, num_samples,
+                layout.kind, iteration, self.strategy.expected_samples(num_images),
                 {k: self.tensors[k] for k in layout.tensors},
                 {k: self.buffers[k] for k in layout.buffers},
-                UnitMetrics(0.7, 1.3, 0.5, 0.5), {"batch_size": "64"},
+                UnitMetrics(0.7, 1.3, 0.5, 0.5), extra,
             )  # fmt: skip
-            self.cache[key] = encode_result(result)
+            self.cache[key] = encode_result(result, DTYPE_NAMES[self.config.result_dtype])
         return self.cache[key]
 
 
@@ -171,7 +177,8 @@ async def turnarounds(database_url: str) -> tuple[list[float], int, float]:
     try:
         rows = await conn.fetch(
             "SELECT extract(epoch FROM h.created_at - max(r.accepted_at)) AS seconds "
-            "FROM history h JOIN results r ON r.run_id = h.run_id AND r.iteration = h.iteration "
+            "FROM history h JOIN results r "
+            "ON r.run_id = h.run_id AND r.folded_version = h.iteration "
             "GROUP BY h.run_id, h.iteration, h.created_at"
         )
         steps = await conn.fetchval("SELECT count(*) FROM history")
@@ -245,6 +252,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def run_options(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """The bench's run: a barrier run waits for half the workers' units per step; an
+    asynchronous one folds the large preset's 8 results at a time."""
+    options: dict[str, Any] = {
+        "generator_features": args.features, "discriminator_features": args.features,
+        "latent_dim": 100, "images_per_unit": args.images_per_unit, "batch_size": 64,
+        "dataset": {"size": 1_000_000}, "result_kind": args.result_kind,
+        "units_per_step": max(1, n // 2) if args.result_kind == "synchronous" else 8,
+    }  # fmt: skip
+    if args.result_kind in LOCAL_KINDS:
+        options["result_dtype"] = "bfloat16"  # as the presets send them
+    return options
+
+
 async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str, float]:
     server_url = with_database(args.database_url, "postgres")
     name = f"gan_bench_{os.getpid()}_{secrets.token_hex(3)}"
@@ -271,11 +292,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
     try:
         async with httpx.AsyncClient(base_url=base + API_PREFIX, timeout=120) as c:
             await wait_until_up(c, base + "/healthz")
-            config = {"generator_features": args.features, "discriminator_features": args.features,
-                      "latent_dim": 100, "images_per_unit": args.images_per_unit,
-                      "units_per_step": max(1, n // 2), "batch_size": 64,
-                      "dataset": {"size": 1_000_000}}  # fmt: skip
-            started = await c.post("/admin/runs", json={"config": config},
+            started = await c.post("/admin/runs", json={"config": run_options(args, n)},
                                    headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
             assert started.status_code == 201, started.text
             tokens = [
@@ -311,7 +328,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
     ingest = stats.accepted_bytes / elapsed / 1e6
     return {
         "workers": n,
-        "units_per_step": max(1, n // 2),
+        "units_per_step": run_options(args, n)["units_per_step"],
         "claims_per_s": stats.leased / elapsed,
         "claim_p50_ms": 1000 * percentile(stats.claim_latencies, 0.5),
         "claim_p99_ms": 1000 * percentile(stats.claim_latencies, 0.99),
@@ -342,6 +359,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                         help="G and D feature maps; 64 is the class model (default: 8)")
     parser.add_argument("--images-per-unit", type=int, default=32,
                         help="images per work unit (default: 32)")
+    parser.add_argument("--result-kind", choices=["synchronous", "async_local_steps"],
+                        default="synchronous",
+                        help="the run's mode: synchronous phases with a barrier (units per "
+                        "step: half the workers) or asynchronous local steps (the large "
+                        "preset's 8 results per fold) (default: synchronous)")
     parser.add_argument("--compute-seconds", type=float, default=0.0,
                         help="each unit's simulated compute time, drawn from half to 1.5 "
                         "times this; 0: none, the most load workers can make (default: 0)")
@@ -364,10 +386,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     import torch
 
     torch.set_num_threads(1)
-    results = Results(ModelConfig(generator_features=args.features,
-                                  discriminator_features=args.features))  # fmt: skip
+    config = presets.resolve(None, run_options(args, max(args.workers)))
+    results = Results(config)
     size = len(results.body(0, args.images_per_unit))
-    print(f"model: {args.features} feature maps, result body {size / 1e6:.2f} MB (float32)")
+    print(f"{args.result_kind} run, {args.features} feature maps, result body "
+          f"{size / 1e6:.2f} MB ({config.result_dtype})")
     header = ("workers", "units_per_step", "claims_per_s", "claim_p50_ms", "claim_p99_ms",
               "heartbeat_p50_ms", "heartbeat_p99_ms", "upload_p50_ms", "upload_p99_ms",
               "raw_upload_p50_ms", "result_mb_per_s", "raw_mb_per_s", "ingest_vs_raw",
