@@ -4,8 +4,9 @@ Each simulated worker loops claim -> download W_t (once per iteration) -> upload
 pre-made valid result (seeded random gradients, encoded once per (iteration, size) and
 reused) -> claim again, with no compute in between: the most load a worker can make.
 With ``--compute-seconds S`` each simulated worker instead waits between download and
-upload for a time drawn evenly from S/2 to 3S/2, as gan-worker computes: a class's pace
-(the presets' units take about 26 s on a laptop). Its claims wait up to 5 s for work,
+upload for a time drawn evenly from S/2 to 3S/2, as gan-worker computes, and the
+workers start spread over S seconds: a class's pace (the presets' units take about 26 s
+on a laptop). Its claims wait up to 5 s for work,
 as gan-worker's do, and beside that loop it heartbeats every ``--heartbeat-seconds``,
 as gan-worker does while it computes. A waiting claim's time says nothing about the
 server, so claim latency is measured by a probe: one more worker that claims without
@@ -113,6 +114,9 @@ async def heartbeats(client: httpx.AsyncClient, stats: Stats, every: float,
 async def worker_loop(client: httpx.AsyncClient, results: Results, stats: Stats,
                       stop_at: float, compute_seconds: float) -> None:  # fmt: skip
     have_weights = -1
+    # At a class's pace workers join spread over one unit's time, as students do, not
+    # all in the same instant.
+    await asyncio.sleep(compute_seconds * secrets.randbelow(1000) / 1000)
     while time.monotonic() < stop_at:
         response = await client.post(
             "/work-units/claim", params={"wait": 5}, json={"claim_id": str(uuid4())}

@@ -155,6 +155,14 @@ class _LeaseArgs(NamedTuple):
 # row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's data-modifying
 # parts in no fixed order (and always to the end), but the worker row's UPDATE reads
 # `extended` in its WHERE, so it cannot reach the row before every lease is extended.
+# Claims and heartbeats commit without waiting for the write-ahead log to reach the disk
+# (about 4 ms of a claim's 11 on this machine's disk). Only a crash of PostgreSQL itself
+# could lose such a commit, and at worst a lease: a worker's result for it is then
+# refused and its images go back to the pool. Accepting a result and publishing a
+# version wait for the disk, and their flush carries every earlier commit with it, so
+# nothing they depend on can be lost.
+_NO_DISK_WAIT = "SET LOCAL synchronous_commit = off"
+
 _HEARTBEAT = """
 WITH extended AS (
     UPDATE leases l SET deadline = now() + make_interval(
@@ -202,6 +210,7 @@ class LeasesRepo:
         self, worker_id: int, cached_shards: Sequence[int], claim_id: UUID | None, backup: bool
     ) -> ClaimOutcome:
         async with self.conn.transaction():
+            await self.conn.execute(_NO_DISK_WAIT)
             # The run's shared lock: a step waits for claims in flight and claims wait for
             # the step, so a lease is always for the current iteration. The run is read
             # again after the lock, when a step that was committing is visible.
@@ -305,7 +314,9 @@ class LeasesRepo:
         """Extend every active lease of the worker by its run's lease time: how many, the
         latest new deadline, and its seconds left by the database's clock (what the worker
         paces by, so that its own clock never needs to agree with this one)."""
-        row = await self.conn.fetchrow(_HEARTBEAT, worker_id)
+        async with self.conn.transaction():
+            await self.conn.execute(_NO_DISK_WAIT)
+            row = await self.conn.fetchrow(_HEARTBEAT, worker_id)
         return row["extended"], row["deadline"], row["seconds_left"]
 
     async def get(self, *, lease_id: UUID) -> Lease | None:
