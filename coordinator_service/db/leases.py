@@ -151,10 +151,6 @@ class _LeaseArgs(NamedTuple):
     claim_id: UUID | None
 
 
-# One statement, the heartbeat being the most frequent request. Leases before the worker
-# row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's data-modifying
-# parts in no fixed order (and always to the end), but the worker row's UPDATE reads
-# `extended` in its WHERE, so it cannot reach the row before every lease is extended.
 # Claims and heartbeats commit without waiting for the write-ahead log to reach the disk
 # (about 4 ms of a claim's 11 on this machine's disk). Only a crash of PostgreSQL itself
 # could lose such a commit, and at worst a lease: a worker's result for it is then
@@ -163,6 +159,11 @@ class _LeaseArgs(NamedTuple):
 # nothing they depend on can be lost.
 _NO_DISK_WAIT = "SET LOCAL synchronous_commit = off"
 
+# One statement (in a transaction only for _NO_DISK_WAIT), the heartbeat being the most
+# frequent request. Leases before the worker row (the lock order in docs/coordinator.md):
+# PostgreSQL runs a WITH's data-modifying parts in no fixed order (and always to the
+# end), but the worker row's UPDATE reads `extended` in its WHERE, so it cannot reach
+# the row before every lease is extended.
 _HEARTBEAT = """
 WITH extended AS (
     UPDATE leases l SET deadline = now() + make_interval(
