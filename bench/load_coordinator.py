@@ -6,14 +6,14 @@ reused) -> claim again, with no compute in between: the most load a worker can m
 With ``--compute-seconds S`` each simulated worker instead waits between download and
 upload for a time drawn evenly from S/2 to 3S/2, as gan-worker computes, and the
 workers start spread over S seconds: a class's pace (the presets' units take about 26 s
-on a laptop). Its claims wait up to 5 s for work,
-as gan-worker's do, and beside that loop it heartbeats every ``--heartbeat-seconds``,
-as gan-worker does while it computes. A waiting claim's time says nothing about the
-server, so claim latency is measured by a probe: one more worker that claims without
-waiting ten times a second (and gives back what it gets). The coordinator is the real
-CLI (``gan-coordinator serve``, ``--api-processes`` of them) in a subprocess over a fresh
-database on a real PostgreSQL, with its aggregator stepping for real (decode, average,
-Adam, snapshot, commit).
+on a laptop). Its claims wait up to 5 s for work, as gan-worker's do, and beside that
+loop it heartbeats every ``--heartbeat-seconds``, as gan-worker does while it computes.
+A waiting claim's time says nothing about the server, so claim latency is measured by
+a probe: one more worker that claims without waiting ten times a second (and gives back
+what it gets). The coordinator is the real CLI (``gan-coordinator serve``,
+``--api-processes`` of them) in a subprocess over a fresh database on a real
+PostgreSQL, with its aggregator stepping for real (decode, average, Adam, snapshot,
+commit).
 
 Reported per worker count: leased claims/s; p50/p99 latency of every claim, heartbeat
 and accepted upload; result MB/s accepted against a raw loopback upload of the same
@@ -68,7 +68,7 @@ class Stats:
 
 
 class Results:
-    """Pre-made result bodies of the run's kind, encoded once per (iteration, num_samples)."""
+    """Pre-made result bodies of the run's kind, encoded once per (iteration, unit size)."""
 
     def __init__(self, config: RunConfig) -> None:
         import torch
