@@ -50,7 +50,7 @@ from coordinator_service.training import engine, presets
 from shared.codec import DTYPE_NAMES, encode_result
 from shared.models import StateSpec
 from shared.protocol import API_PREFIX, LEASE_HEADER, LOCAL_KINDS, RunConfig, WorkUnit
-from shared.strategies import strategy_for
+from shared.strategies import LocalSteps, strategy_for
 from shared.unit_result import UnitMetrics, UnitResult
 
 ADMIN, JOIN = "bench-admin-token", "bench-join-code"
@@ -88,8 +88,8 @@ class Results:
         if key not in self.cache:
             layout = self.strategy.layout(iteration, self.spec)
             extra = {"batch_size": str(self.config.batch_size)}
-            if self.config.result_kind in LOCAL_KINDS:
-                extra["inner_steps"] = str(-(-num_images // self.config.batch_size))
+            if isinstance(self.strategy, LocalSteps):  # either local-steps mode
+                extra["inner_steps"] = str(self.strategy.inner_steps(num_images))
             result = UnitResult(
                 layout.kind, iteration, self.strategy.expected_samples(num_images),
                 {k: self.tensors[k] for k in layout.tensors},
