@@ -66,7 +66,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def get_state(request: Request) -> CoordinatorState:
+# Dependencies are ``async def`` even where they never await: FastAPI runs a plain
+# ``def`` dependency in its thread pool, a thread hop on every request that, under load,
+# queues behind uploads being decoded in threads.
+async def get_state(request: Request) -> CoordinatorState:
     state: CoordinatorState = request.app.state.coordinator
     return state
 
@@ -74,7 +77,7 @@ def get_state(request: Request) -> CoordinatorState:
 StateDep = Annotated[CoordinatorState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
