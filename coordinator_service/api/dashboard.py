@@ -209,10 +209,13 @@ CLAIM_PATH = f"{API_PREFIX}/work-units/claim"
 
 
 class TrafficMetrics:
-    """ASGI middleware: request and response body bytes, and how long claims take.
+    """ASGI middleware: request and response body bytes, how long claims take, and each
+    response's ``Server-Timing: app;dur=<ms>`` (its time in the app until its headers).
 
     Counting at the ASGI level sees every body (results in, weights and shards out)
-    without each route having to remember to count.
+    without each route having to remember to count. The header splits a slow answer into
+    the coordinator's share and the network's or client's (the load bench reads it, and
+    browsers show it in their developer tools).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -233,7 +236,11 @@ class TrafficMetrics:
             return message
 
         async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.body":
+            if message["type"] == "http.response.start":
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+                headers = [*message.get("headers", ()), (b"server-timing", took.encode())]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
                 metrics.bytes_out.inc(len(message.get("body", b"")))
             await send(message)
 

@@ -27,4 +27,7 @@ def test_a_short_run_at_class_pace_measures_every_figure(
                  "raw_upload_p50_ms", "downloadable_p50_ms"):  # fmt: skip
         assert math.isfinite(row[name]) and row[name] > 0, name
     assert row["claim_p50_ms"] <= row["claim_p99_ms"]
+    # The coordinator's share comes from its own header, and is part of what clients saw.
+    assert 0 < row["claim_app_p99_ms"] < row["claim_p99_ms"]
+    assert 0 < row["heartbeat_app_p99_ms"] < row["heartbeat_p99_ms"]
     assert f"| 4 | {per_fold} |" in capsys.readouterr().out
