@@ -128,6 +128,24 @@ class ResultsRepo:
             unit_id=lease["unit_id"], iteration=lease["iteration"], num_samples=num_samples
         )
 
+    async def drop_replayed_bodies(self, *, run_id: int, checkpoint: int) -> None:
+        """Drop the bodies a committed checkpoint of version ``checkpoint`` made needless
+        for replay, except those open spot checks still compare against.
+
+        Its own transaction, after the step's: freeing thirty seconds of results held the
+        run's lock exclusively for 70-114 ms (8 feature maps), and every claim and upload
+        waited. Lost in a crash, it happens at the next checkpoint, which covers these
+        too; no spot check opens on a folded result (they open when a result is accepted).
+        """
+        await self.conn.execute(
+            "UPDATE results r SET body = NULL WHERE run_id = $1 "
+            "AND folded_version < $2 AND body IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM spot_checks c WHERE c.result_lease_id = r.lease_id "
+            " AND c.status IN ('open', 'leased'))",
+            run_id,
+            checkpoint,
+        )
+
     async def recent_norms(self, *, run_id: int, kind: str, limit: int) -> list[list[float]]:
         """The norms of the run's latest accepted results of one kind, newest first."""
         records = await self.conn.fetch(

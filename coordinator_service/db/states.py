@@ -135,7 +135,23 @@ class StatesRepo:
     ) -> StepOutcome:
         """Advance the run from ``step.iteration`` to the next in one transaction."""
         conn = self.conn
+        new_iteration = step.iteration + 1
         async with conn.transaction():
+            # The new state's row first, before the run lock: writing its weights (and a
+            # checkpoint's Adam state) held the lock for 1.6 s at the class model, and
+            # every claim and upload waited. Nobody reads it before this commits.
+            try:
+                await conn.execute(
+                    "INSERT INTO run_states (run_id, iteration, weights, weights_etag, "
+                    "checkpoint) VALUES ($1, $2, $3, $4, $5)",
+                    step.run_id,
+                    new_iteration,
+                    step.weights,
+                    step.weights_etag,
+                    step.checkpoint,
+                )
+            except asyncpg.UniqueViolationError:
+                raise StepConflict("the run is past this iteration") from None
             await lock_run_exclusive(conn, step.run_id)
             run = await conn.fetchrow(
                 "SELECT iteration, epoch, status FROM runs WHERE run_id = $1 FOR UPDATE",
@@ -149,16 +165,6 @@ class StatesRepo:
             )
             if {r["lease_id"] for r in open_ids} != set(step.result_ids):
                 raise StepConflict("results arrived or were dropped while the step was computed")
-            new_iteration = step.iteration + 1
-            await conn.execute(
-                "INSERT INTO run_states (run_id, iteration, weights, weights_etag, checkpoint) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                step.run_id,
-                new_iteration,
-                step.weights,
-                step.weights_etag,
-                step.checkpoint,
-            )
             h = step.history
             await conn.execute(
                 "INSERT INTO history (run_id, iteration, epoch, g_loss, d_loss, d_real_accuracy, "
@@ -185,23 +191,13 @@ class StatesRepo:
             await self._pin_units(step, new_iteration)
             # The results are in W_t+1 now. Their rows stay (a repeat upload is answered
             # from them); their bodies are the log that replays this version until a
-            # checkpoint covers it, and only then are they dropped.
+            # checkpoint covers it (ResultsRepo.drop_replayed_bodies, after this commits).
             await conn.execute(
                 "UPDATE results SET consumed_at = now(), folded_version = $2 "
                 "WHERE lease_id = ANY($1::uuid[])",
                 step.result_ids,
                 step.iteration,
             )
-            if step.checkpoint is not None:
-                # ... except the bodies spot checks still compare against.
-                await conn.execute(
-                    "UPDATE results r SET body = NULL WHERE run_id = $1 "
-                    "AND folded_version < $2 AND body IS NOT NULL AND NOT EXISTS "
-                    "(SELECT 1 FROM spot_checks c WHERE c.result_lease_id = r.lease_id "
-                    " AND c.status IN ('open', 'leased'))",
-                    step.run_id,
-                    new_iteration,
-                )
             epoch = run["epoch"]
             finished = (
                 max_iterations is not None

@@ -234,16 +234,23 @@ class Aggregator:
             self._decoded, self._decoded_for = {}, run.run_id
         try:
             async with self.pool.acquire() as conn:
-                await self._attempt(conn, run, state, started)
-            return
+                checkpoint = await self._attempt(conn, run, state, started)
         except StepConflict as exc:
             log.info("step of iteration %d retried under the run lock: %s", run.iteration, exc)
-        async with self.pool.acquire() as conn, StatesRepo(conn).locked_run(run_id=run.run_id):
-            await self._attempt(conn, run, state, started)
+            async with self.pool.acquire() as conn, StatesRepo(conn).locked_run(
+                run_id=run.run_id
+            ):
+                checkpoint = await self._attempt(conn, run, state, started)
+        if checkpoint is not None:  # outside any lock: nobody waits for it
+            async with self.pool.acquire() as conn:
+                await ResultsRepo(conn).drop_replayed_bodies(
+                    run_id=run.run_id, checkpoint=checkpoint
+                )
 
     async def _attempt(
         self, conn: asyncpg.Connection, run: Run, state: engine.TrainingState, started: float
-    ) -> None:
+    ) -> int | None:
+        """Compute and commit one step; the version committed with its Adam state, if so."""
         marks = [time.perf_counter()]
         results = await ResultsRepo(conn).open_for(run_id=run.run_id)
         marks.append(time.perf_counter())
@@ -337,3 +344,4 @@ class Aggregator:
             run.run_id, run.iteration, outcome.iteration, len(results), product.num_samples,
             losses, " - finished" if outcome.status == "finished" else "",
         )  # fmt: skip
+        return outcome.iteration if product.encoded.checkpoint is not None else None

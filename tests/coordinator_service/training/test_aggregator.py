@@ -84,9 +84,10 @@ def test_storage_keeps_the_last_states_and_periodic_checkpoints(
     assert [(r["iteration"], r["full"]) for r in rows] == [
         (0, True), (3, True), (5, False), (6, True)]  # fmt: skip
     assert worker.get("/samples").json() == [2, 4, 6]
+    # The last checkpoint covers every consumed result: their bodies are dropped (just
+    # after the step commits, outside its transaction).
     query = "SELECT count(*) AS n FROM results WHERE body IS NOT NULL"
-    blobs = asyncio.run(fetch(coordinator.database_url, query))
-    assert blobs[0]["n"] == 0  # the last checkpoint covers every consumed result: dropped
+    _wait_for(lambda: asyncio.run(fetch(coordinator.database_url, query))[0]["n"] == 0)
     assert worker.post("/work-units/claim").status_code == 410
 
 
