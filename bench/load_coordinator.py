@@ -16,13 +16,13 @@ PostgreSQL, with its aggregator stepping for real (decode, average, Adam, snapsh
 commit).
 
 Reported per worker count: leased claims/s; p50/p99 latency of every claim, heartbeat
-and accepted upload, and the p99 of the coordinator's own share of claims and heartbeats
-(its ``Server-Timing`` header: the rest is client, loopback and the wait for one of the
-cores the clients share with it); result MB/s accepted against a raw loopback upload of the same
-bytes by as many clients in the same run (a bare ASGI app under uvicorn in its own
-process that reads the body and answers 200); steps/s; and the time from a step's last
-accepted result to its weights being downloadable (the commit that stores them, from
-the database's own clocks).
+and accepted upload, and the p99 of the coordinator's own share of claims and
+heartbeats (its ``Server-Timing`` header: the rest is client, loopback and the wait for
+one of the cores the clients share with it); result MB/s accepted against a raw
+loopback upload of the same bytes by as many clients in the same run (a bare ASGI app
+under uvicorn in its own process that reads the body and answers 200); steps/s; and the
+time from a step's last accepted result to its weights being downloadable (the commit
+that stores them, from the database's own clocks).
 
     .venv/bin/python bench/load_coordinator.py --workers 10 100 300 --seconds 20
 """
@@ -62,8 +62,7 @@ ADMIN, JOIN = "bench-admin-token", "bench-join-code"
 class Stats:
     claim_latencies: list[float] = field(default_factory=list)
     heartbeat_latencies: list[float] = field(default_factory=list)
-    # The coordinator's own share of each (its Server-Timing header): the rest is the
-    # client, the loopback and the wait for a core, all on this one machine.
+    # the coordinator's own share of each (app_seconds)
     claim_app_seconds: list[float] = field(default_factory=list)
     heartbeat_app_seconds: list[float] = field(default_factory=list)
     upload_latencies: list[float] = field(default_factory=list)  # accepted ones
