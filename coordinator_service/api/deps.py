@@ -97,29 +97,41 @@ admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
                           description="The instructor's GAN_ADMIN_TOKEN.")
 
 
-async def _worker_for(state: CoordinatorState, token: str) -> Worker:
-    """The unrevoked worker holding ``token``, within its request rate (or a refusal)."""
+async def worker_token(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
+) -> str:
+    """The stored form of the bearer token (401 without one), within its request rate:
+    429 past ``worker_requests_per_second``, before the database is asked anything, so a
+    throttled request changes nothing. One token belongs to one worker, so its hash keys
+    that worker's budget; a flood of made-up tokens fills idle buckets, which the
+    limiter forgets (``rate_limits.MAX_KEYS``)."""
+    if credentials is None or not credentials.credentials:
+        raise CoordinatorError("not_authenticated")
+    token_hash = hash_token(credentials.credentials)
+    state.limits.workers.take(token_hash)
+    return token_hash
+
+
+WorkerTokenDep = Annotated[str, Depends(worker_token)]
+
+
+async def current_worker(state: StateDep, token_hash: WorkerTokenDep) -> Worker:
+    """The worker behind the bearer token: 401 without or with a bad token, 403 if
+    revoked, 429 past its request rate."""
     # A short-lived connection: result uploads must not hold one while the body streams in.
     async with state.pool.acquire() as conn:
-        worker = await WorkersRepo(conn).by_token_hash(token_hash=hash_token(token))
+        worker = await WorkersRepo(conn).by_token_hash(token_hash=token_hash)
+    return active_worker(worker)
+
+
+def active_worker(worker: Worker | None) -> Worker:
+    """The worker a token lookup found, refused if there is none or it was revoked."""
     if worker is None:
         raise CoordinatorError("invalid_token")
     if worker.revoked_at is not None:
         raise CoordinatorError("worker_revoked")
-    # After the lookup (the key is the worker), before the route: a 429 changes nothing.
-    state.limits.workers.take(worker.worker_id)
     return worker
-
-
-async def current_worker(
-    state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
-) -> Worker:
-    """The worker behind the bearer token: 401 without or with a bad token, 403 if revoked,
-    429 past its request rate (``worker_requests_per_second``)."""
-    if credentials is None or not credentials.credentials:
-        raise CoordinatorError("not_authenticated")
-    return await _worker_for(state, credentials.credentials)
 
 
 WorkerDep = Annotated[Worker, Depends(current_worker)]
@@ -146,7 +158,7 @@ async def current_reader(
         raise CoordinatorError("not_authenticated")
     if _is_admin(state.settings, credentials.credentials):
         return None
-    return await _worker_for(state, credentials.credentials)
+    return await current_worker(state, await worker_token(state, credentials))
 
 
 ReaderDep = Annotated[Worker | None, Depends(current_reader)]

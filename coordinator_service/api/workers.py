@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 
 from fastapi import APIRouter, Request, status
 
-from coordinator_service.api.deps import ConnDep, StateDep, WorkerDep, hash_token
+from coordinator_service.api.deps import (
+    ConnDep,
+    StateDep,
+    WorkerDep,
+    WorkerTokenDep,
+    active_worker,
+    hash_token,
+)
 from coordinator_service.api.responses import WORKER_AUTH, errors
 from coordinator_service.db.leases import LeasesRepo
 from coordinator_service.db.workers import WorkersRepo
@@ -56,13 +62,13 @@ async def whoami(worker: WorkerDep) -> WorkerInfo:
 
 
 @router.post("/workers/me/heartbeat", responses=errors(*WORKER_AUTH))
-async def heartbeat(worker: WorkerDep, conn: ConnDep) -> HeartbeatResponse:
+async def heartbeat(token_hash: WorkerTokenDep, conn: ConnDep) -> HeartbeatResponse:
     """I am alive: every active lease of this worker gets a new deadline."""
-    extended, deadline, seconds_left = await LeasesRepo(conn).heartbeat(
-        worker_id=worker.worker_id
-    )
-    lease_deadline: datetime | None = deadline
+    beat = await LeasesRepo(conn).heartbeat(token_hash=token_hash)  # one round trip
+    if beat is None:
+        raise CoordinatorError("invalid_token")
+    active_worker(beat.worker)  # a revoked worker's heartbeat changed nothing: refused
     return HeartbeatResponse(
-        worker_id=worker.worker_id, leases_extended=extended, lease_deadline=lease_deadline,
-        lease_seconds_left=seconds_left,
+        worker_id=beat.worker.worker_id, leases_extended=beat.leases_extended,
+        lease_deadline=beat.lease_deadline, lease_seconds_left=beat.lease_seconds_left,
     )  # fmt: skip

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run
+from coordinator_service.db.models import ClaimOutcome, Lease, LeasedUnit, Run, Worker
 from coordinator_service.db.runs import (
     _RUN_COLUMNS,
     UNIT_POOL,
@@ -25,18 +25,22 @@ from coordinator_service.db.runs import (
     return_to_pool,
 )
 from coordinator_service.db.spot_checks import SpotChecksRepo
-from coordinator_service.db.workers import measured_speed
+from coordinator_service.db.workers import WORKER_COLUMNS
 from coordinator_service.training.planner import units_per_claim
 
 # A claim's last part: the lease of the unit its ``picked`` CTE (unit_id, epoch,
 # image_indices) marked leased, for worker $2 at iteration $3, lasting $4 seconds,
-# granted under the worker's claim id $5.
+# granted under the worker's claim id $5; and the worker's row stamped as heard from,
+# last (the lock order: it reads ``lease``, so it runs after the rows above).
 _LEASE_PICKED = """
 lease AS (
     INSERT INTO leases (unit_id, worker_id, run_id, iteration, deadline, claim_id)
     SELECT unit_id, $2, $1, $3, now() + make_interval(secs => $4), $5 FROM picked
     RETURNING lease_id, unit_id, iteration, deadline, is_backup,
               extract(epoch FROM deadline - clock_timestamp())::double precision AS seconds_left
+), stamped AS (
+    UPDATE workers SET last_heartbeat = now()
+    WHERE worker_id = $2 AND EXISTS (SELECT 1 FROM lease)
 )
 SELECT l.lease_id, l.unit_id, l.iteration, l.deadline, l.is_backup, l.seconds_left,
        p.epoch, p.image_indices
@@ -122,11 +126,13 @@ FOR UPDATE OF u SKIP LOCKED
 
 
 # The live run $1 as a claim sees it: its row, the iteration whose pinned units are
-# the pool (or -1), and the active lease worker $2's claim id $3 was already granted.
+# the pool (or -1), the active lease worker $2's claim id $3 was already granted, and
+# the worker's measured speed (images a second; NULL before its first result).
 _LIVE_RUN = f"""
 SELECT {_RUN_COLUMNS}, {UNIT_POOL} AS pool,
        (SELECT lease_id FROM leases
-        WHERE worker_id = $2 AND claim_id = $3 AND status = 'active') AS granted
+        WHERE worker_id = $2 AND claim_id = $3 AND status = 'active') AS granted,
+       (SELECT images_per_second FROM workers WHERE worker_id = $2) AS speed
 FROM runs WHERE run_id = $1 AND status IN ('active', 'paused')
 """
 
@@ -157,30 +163,46 @@ class _LeaseArgs(NamedTuple):
 # refused and its images go back to the pool. Accepting a result and publishing a
 # version wait for the disk, and their flush carries every earlier commit with it, so
 # nothing they depend on can be lost.
-_NO_DISK_WAIT = "SET LOCAL synchronous_commit = off"
-
-# One statement (in a transaction only for _NO_DISK_WAIT), the heartbeat being the most
-# frequent request. Leases before the worker row (the lock order in docs/coordinator.md):
-# PostgreSQL runs a WITH's data-modifying parts in no fixed order (and always to the
-# end), but the worker row's UPDATE reads `extended` in its WHERE, so it cannot reach
-# the row before every lease is extended.
-_HEARTBEAT = """
-WITH extended AS (
+# The heartbeat, the most frequent request, is one statement and one round trip: it
+# finds the worker by its token, and only if the worker is not revoked extends its
+# leases and stamps its row, committing without waiting for the disk (set_config's
+# ``true``: for this statement's own transaction, which ends at its Sync). Leases before
+# the worker row (the lock order in docs/coordinator.md): PostgreSQL runs a WITH's
+# data-modifying parts in no fixed order (and always to the end), but the worker row's
+# UPDATE reads `extended` in its WHERE, so it cannot reach the row before every lease
+# is extended.
+_HEARTBEAT = f"""
+WITH me AS (
+    SELECT {WORKER_COLUMNS} FROM workers WHERE token_hash = $1
+), extended AS (
     UPDATE leases l SET deadline = now() + make_interval(
         secs => (r.config->>'lease_seconds')::double precision)
-    FROM runs r
-    WHERE l.worker_id = $1 AND l.status = 'active' AND r.run_id = l.run_id
-      AND l.deadline >= now()
+    FROM runs r, me
+    WHERE l.worker_id = me.worker_id AND me.revoked_at IS NULL AND l.status = 'active'
+      AND r.run_id = l.run_id AND l.deadline >= now()
     RETURNING l.deadline,
               extract(epoch FROM l.deadline - clock_timestamp())::double precision AS seconds_left
 ), stamped AS (
-    UPDATE workers SET last_heartbeat = now()
-    WHERE worker_id = $1 AND (SELECT count(*) FROM extended) >= 0
+    UPDATE workers w SET last_heartbeat = now() FROM me
+    WHERE w.worker_id = me.worker_id AND me.revoked_at IS NULL
+      AND (SELECT count(*) FROM extended) >= 0
 )
-SELECT count(*)::integer AS extended, max(deadline) AS deadline,
-       max(seconds_left) AS seconds_left
-FROM extended
+SELECT me.*, e.*, set_config('synchronous_commit', 'off', true)
+FROM me, (SELECT count(*)::integer AS leases_extended, max(deadline) AS lease_deadline,
+                 max(seconds_left) AS lease_seconds_left FROM extended) e
 """
+
+
+class Heartbeat(NamedTuple):
+    """What a heartbeat did: for whom (refused if revoked; then nothing changed), how
+    many leases it extended, the latest new deadline, and its seconds left by the
+    database's clock (what the worker paces by, so that its own clock never needs to
+    agree with this one)."""
+
+    worker: Worker
+    leases_extended: int
+    lease_deadline: datetime | None
+    lease_seconds_left: float | None
 
 
 class LeasesRepo:
@@ -211,11 +233,10 @@ class LeasesRepo:
         self, worker_id: int, cached_shards: Sequence[int], claim_id: UUID | None, backup: bool
     ) -> ClaimOutcome:
         async with self.conn.transaction():
-            await self.conn.execute(_NO_DISK_WAIT)
             # The run's shared lock: a step waits for claims in flight and claims wait for
             # the step, so a lease is always for the current iteration. The run is read
             # again after the lock, when a step that was committing is visible.
-            run_id = await lock_live_run_shared(self.conn)
+            run_id = await lock_live_run_shared(self.conn, wait_for_disk=False)
             record = None
             if run_id is not None:
                 record = await self.conn.fetchrow(_LIVE_RUN, run_id, worker_id, claim_id)
@@ -228,27 +249,33 @@ class LeasesRepo:
                 return ClaimOutcome(status="leased", run=run, unit=LeasedUnit.of(granted))
             if run.status == "paused":
                 return ClaimOutcome(status="nothing", run=run)
-            pool = record["pool"]
+            pool, speed = record["pool"], record["speed"]
             args = _LeaseArgs(
                 run.run_id, worker_id, run.iteration, run.config.lease_seconds, claim_id
             )
-            row = await self._claim_for_step(run, args, cached_shards, pool)
+            row = await self._claim_for_step(run, args, cached_shards, pool, speed)
             if row is None and await self.expire(run_id=run.run_id):
-                row = await self._claim_for_step(run, args, cached_shards, pool)
-            if row is None and backup:
-                row = await self._claim_backup(run, args)
-            if row is None:  # nothing this step needs: recompute a result to check it
-                row = await SpotChecksRepo(self.conn).lease(run, worker_id, claim_id)
+                row = await self._claim_for_step(run, args, cached_shards, pool, speed)
             if row is None:
-                return ClaimOutcome(status="nothing", run=run)
-            unit = LeasedUnit.of(row)
-            await self.conn.execute(
-                "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
-            )
-        return ClaimOutcome(status="leased", run=run, unit=unit)
+                if backup:
+                    row = await self._claim_backup(run, args)
+                if row is None:  # nothing this step needs: recompute a result to check it
+                    row = await SpotChecksRepo(self.conn).lease(run, worker_id, claim_id)
+                if row is None:
+                    return ClaimOutcome(status="nothing", run=run)
+                # (A pending unit's lease stamps the worker row in its own statement.)
+                await self.conn.execute(
+                    "UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1", worker_id
+                )
+        return ClaimOutcome(status="leased", run=run, unit=LeasedUnit.of(row))
 
     async def _claim_for_step(
-        self, run: Run, args: _LeaseArgs, cached_shards: Sequence[int], pool: int
+        self,
+        run: Run,
+        args: _LeaseArgs,
+        cached_shards: Sequence[int],
+        pool: int,
+        speed: float | None,
     ) -> asyncpg.Record | None:
         """A pending unit, unless the results this step needs are already in or out.
 
@@ -262,15 +289,20 @@ class LeasesRepo:
             in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
             if in_or_out >= run.config.units_per_step:
                 return None
-        return await self._claim_pending(run, args, cached_shards, pool)
+        return await self._claim_pending(run, args, cached_shards, pool, speed)
 
     async def _claim_pending(
-        self, run: Run, args: _LeaseArgs, cached_shards: Sequence[int], pool: int
+        self,
+        run: Run,
+        args: _LeaseArgs,
+        cached_shards: Sequence[int],
+        pool: int,
+        speed: float | None,
     ) -> asyncpg.Record | None:
         """A pending unit, from a shard the worker caches if there is one; with dynamic
-        local updates, as many fresh units joined into one as the worker's speed fits."""
+        local updates, as many fresh units joined into one as the worker's ``speed``
+        (images a second) fits."""
         if run.config.unit_seconds is not None and pool < 0:
-            speed = await measured_speed(self.conn, args.worker_id)
             joins = units_per_claim(run.config, speed)
             if joins > 1:
                 row = await self.conn.fetchrow(_CLAIM_JOINED, *args, joins)
@@ -311,14 +343,14 @@ class LeasesRepo:
             await return_to_pool(self.conn, [r["unit_id"] for r in rows])
         return len(rows)
 
-    async def heartbeat(self, *, worker_id: int) -> tuple[int, datetime | None, float | None]:
-        """Extend every active lease of the worker by its run's lease time: how many, the
-        latest new deadline, and its seconds left by the database's clock (what the worker
-        paces by, so that its own clock never needs to agree with this one)."""
-        async with self.conn.transaction():
-            await self.conn.execute(_NO_DISK_WAIT)
-            row = await self.conn.fetchrow(_HEARTBEAT, worker_id)
-        return row["extended"], row["deadline"], row["seconds_left"]
+    async def heartbeat(self, *, token_hash: str) -> Heartbeat | None:
+        """Extend every active lease of the worker holding this token by its run's lease
+        time (None: no such worker)."""
+        row = await self.conn.fetchrow(_HEARTBEAT, token_hash)
+        if row is None:
+            return None
+        return Heartbeat(Worker.of(row), row["leases_extended"], row["lease_deadline"],
+                         row["lease_seconds_left"])  # fmt: skip
 
     async def get(self, *, lease_id: UUID) -> Lease | None:
         record = await self.conn.fetchrow(

@@ -29,13 +29,18 @@ async def lock_run_shared(conn: asyncpg.Connection, run_id: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _RUN_LOCK_CLASS, run_id)
 
 
-async def lock_live_run_shared(conn: asyncpg.Connection) -> int | None:
+async def lock_live_run_shared(
+    conn: asyncpg.Connection, *, wait_for_disk: bool = True
+) -> int | None:
     """Inside a transaction: the live (active or paused) run's id, with its lock held
     shared as by ``lock_run_shared``, in one round trip. Read the run's row after this,
-    in a statement of its own: only that one sees a step that committed meanwhile."""
+    in a statement of its own: only that one sees a step that committed meanwhile.
+    Without ``wait_for_disk`` the transaction commits without waiting for the
+    write-ahead log to reach the disk (a claim's: see ``leases``), set in the same trip."""
+    no_wait = "" if wait_for_disk else ", set_config('synchronous_commit', 'off', true)"
     return await conn.fetchval(
-        "SELECT run_id, pg_advisory_xact_lock_shared($1, run_id::integer) FROM runs "
-        "WHERE status IN ('active', 'paused')",
+        f"SELECT run_id, pg_advisory_xact_lock_shared($1, run_id::integer){no_wait} "
+        "FROM runs WHERE status IN ('active', 'paused')",
         _RUN_LOCK_CLASS,
     )
 

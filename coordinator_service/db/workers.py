@@ -52,14 +52,7 @@ async def record_result(
     await conn.execute(_RECORD_RESULT, worker_id, images, leased_at)
 
 
-async def measured_speed(conn: asyncpg.Connection, worker_id: int) -> float | None:
-    """Images per second of the worker's recent results (None before its first)."""
-    return await conn.fetchval(
-        "SELECT images_per_second FROM workers WHERE worker_id = $1", worker_id
-    )
-
-
-_WORKER_COLUMNS = (
+WORKER_COLUMNS = (
     "worker_id, name, revoked_at, total_images, total_work_units, last_heartbeat, flagged_at"
 )
 
@@ -110,7 +103,7 @@ class WorkersRepo:
             "INSERT INTO workers (name, token_hash, last_heartbeat, hostname, platform, "
             "python_version, torch_version, device, device_name, cpu_cores, ram_gb, gpu_count, "
             "gpu_vram_gb) VALUES ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-            f"RETURNING {_WORKER_COLUMNS}",
+            f"RETURNING {WORKER_COLUMNS}",
             name,
             token_hash,
             hardware.hostname,
@@ -128,7 +121,7 @@ class WorkersRepo:
 
     async def by_token_hash(self, *, token_hash: str) -> Worker | None:
         record = await self.conn.fetchrow(
-            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE token_hash = $1", token_hash
+            f"SELECT {WORKER_COLUMNS} FROM workers WHERE token_hash = $1", token_hash
         )
         return Worker.of(record) if record else None
 
