@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import secrets
 import statistics
@@ -66,6 +67,7 @@ class Stats:
     claim_app_seconds: list[float] = field(default_factory=list)
     heartbeat_app_seconds: list[float] = field(default_factory=list)
     upload_latencies: list[float] = field(default_factory=list)  # accepted ones
+    loop_lags: list[float] = field(default_factory=list)  # see loop_lag
     leased: int = 0
     accepted_bytes: int = 0
     accepted: int = 0
@@ -167,6 +169,41 @@ async def probe_claims(client: httpx.AsyncClient, stats: Stats, stop_at: float) 
             await client.post(f"/work-units/{unit.unit_id}/release",
                               headers={LEASE_HEADER: unit.lease_id})  # fmt: skip
         await asyncio.sleep(0.1)
+
+
+async def loop_lag(stats: Stats, stop_at: float) -> None:
+    """How late this process's event loop wakes a 10 ms sleep: what any latency above
+    carries of the clients' own wait for their loop (or a core), not the server's."""
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        stats.loop_lags.append(time.perf_counter() - started - 0.01)
+
+
+async def loop_lag_buckets(client: httpx.AsyncClient, url: str) -> dict[float, float]:
+    """The coordinator's own event-loop lag histogram (/metrics): cumulative counts by
+    upper bound."""
+    text = (await client.get(url)).text
+    prefix = 'gan_event_loop_lag_seconds_bucket{le="'
+    return {float(line[len(prefix):].split('"')[0]): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(prefix)}  # fmt: skip
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """The q-quantile of what a histogram observed between two scrapes, interpolated
+    within its bucket (as Prometheus's histogram_quantile does)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank, lower, below = q * counts[-1], 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = bound, count
+    return lower
 
 
 def worker_client(base: str, token: str) -> httpx.AsyncClient:
@@ -320,14 +357,17 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
             stats = Stats()
             clients = [worker_client(base, t) for t in tokens]
             probe_client = worker_client(base, probe)
+            lag_before = await loop_lag_buckets(c, base + "/metrics")
             t0 = time.monotonic()
             stop_at = t0 + args.seconds
             await asyncio.gather(
                 *(worker_loop(w, results, stats, stop_at, args.compute_seconds) for w in clients),
                 *(heartbeats(w, stats, args.heartbeat_seconds, stop_at) for w in clients),
                 probe_claims(probe_client, stats, stop_at),
+                loop_lag(stats, stop_at),
             )
             elapsed = time.monotonic() - t0
+            lag_after = await loop_lag_buckets(c, base + "/metrics")
             for client in [*clients, probe_client]:
                 await client.aclose()
         turn, steps, compute = await turnarounds(database_url)
@@ -351,6 +391,8 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
         "heartbeat_p99_ms": 1000 * percentile(stats.heartbeat_latencies, 0.99),
         "claim_app_p99_ms": 1000 * percentile(stats.claim_app_seconds, 0.99),
         "heartbeat_app_p99_ms": 1000 * percentile(stats.heartbeat_app_seconds, 0.99),
+        "client_lag_p99_ms": 1000 * percentile(stats.loop_lags, 0.99),
+        "server_lag_p99_ms": 1000 * histogram_quantile(0.99, lag_before, lag_after),
         "upload_p50_ms": 1000 * percentile(stats.upload_latencies, 0.5),
         "upload_p99_ms": 1000 * percentile(stats.upload_latencies, 0.99),
         "raw_upload_p50_ms": 1000 * percentile(raw_latencies, 0.5),
@@ -410,7 +452,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
           f"{size / 1e6:.2f} MB ({config.result_dtype})")
     header = ("workers", "units_per_step", "claims_per_s", "claim_p50_ms", "claim_p99_ms",
               "heartbeat_p50_ms", "heartbeat_p99_ms", "claim_app_p99_ms",
-              "heartbeat_app_p99_ms", "upload_p50_ms", "upload_p99_ms",
+              "heartbeat_app_p99_ms", "client_lag_p99_ms", "server_lag_p99_ms",
+              "upload_p50_ms", "upload_p99_ms",
               "raw_upload_p50_ms", "result_mb_per_s", "raw_mb_per_s", "ingest_vs_raw",
               "refused", "steps_per_s", "step_compute_p50_ms", "downloadable_p50_ms",
               "downloadable_max_ms")  # fmt: skip

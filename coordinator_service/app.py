@@ -29,7 +29,7 @@ from coordinator_service.api.deps import CoordinatorState, StateDep
 from coordinator_service.db.pool import check_schema, create_pool
 from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.workers import WorkersRepo
-from coordinator_service.metrics import Metrics
+from coordinator_service.metrics import Metrics, watch_event_loop
 from coordinator_service.settings import Settings
 from coordinator_service.training.aggregator import Aggregator
 from coordinator_service.weights_cache import WeightsCache
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
                 cache=WeightsCache(settings.weights_cache_size),
                 metrics=Metrics(),
             )
+            tasks.append(asyncio.create_task(watch_event_loop(state.metrics.loop_lag)))
             handlers = {notifications.VERSIONS: state.publications.announce}
             if settings.aggregator_enabled:
                 aggregator = Aggregator(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -166,6 +167,16 @@ def _set_log_level(log_level: str) -> None:
     logging.getLogger("coordinator_service").setLevel(level)
 
 
+def _freeze_startup_objects() -> None:
+    """Take what the process holds once it has started (modules, torch, the app: about
+    450,000 objects) out of the garbage collector's sight for good, so that a full
+    collection walks only what requests create. Each full collection had stopped the
+    event loop, and with it every request, for 210-290 ms, twice a minute at 300 workers
+    (bench/load_coordinator.py, docs/coordinator.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 def api_process_app() -> Any:
     """The app of one of ``serve --workers N``'s processes (uvicorn imports it by name, in
     a new interpreter): settings from the environment, where ``serve`` put the database's
@@ -176,7 +187,9 @@ def api_process_app() -> Any:
         level=logging.INFO, format=f"%(levelname)s [{os.getpid()}] %(name)s: %(message)s"
     )
     _set_log_level(os.environ.get(_SERVE_LOG_LEVEL, "info"))
-    return create_app(Settings())
+    app = create_app(Settings())
+    _freeze_startup_objects()
+    return app
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,6 +217,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             app: Any = "coordinator_service.cli:api_process_app"
         else:
             app = create_app(settings.model_copy(update={"database_url": url}))
+            _freeze_startup_objects()
             # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting through
             # SystemExit instead lets the `with` above stop embedded PostgreSQL.
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

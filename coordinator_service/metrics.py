@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -37,6 +39,14 @@ class Metrics:
             "gan_claim_seconds", "Time to answer a claim", registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )  # fmt: skip
+        self.loop_lag = Histogram(
+            "gan_event_loop_lag_seconds",
+            "How late the API process's event loop wakes a 10 ms timer: beyond a few ms, "
+            "every request waits that long for the loop (the process is short of CPU, or "
+            "something blocks the loop)",
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+        )
         self.bytes_in = Counter("gan_http_bytes_in", "Request body bytes", registry=self.registry)
         self.bytes_out = Counter(
             "gan_http_bytes_out", "Response body bytes", registry=self.registry
@@ -48,3 +58,14 @@ class Metrics:
         self.workers = Gauge(
             "gan_workers", "Registered workers by status", ["status"], registry=self.registry
         )
+
+
+async def watch_event_loop(lag: Histogram, every: float = 0.01) -> None:
+    """Forever: how late the running loop wakes a timer of ``every`` seconds. The time a
+    request spends in the app (Server-Timing) leaves out its wait for the loop before the
+    app sees it, which under load can be most of what a client waits."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(every)
+        lag.observe(max(0.0, loop.time() - started - every))

@@ -30,4 +30,6 @@ def test_a_short_run_at_class_pace_measures_every_figure(
     # The coordinator's share comes from its own header, and is part of what clients saw.
     assert 0 < row["claim_app_p99_ms"] < row["claim_p99_ms"]
     assert 0 < row["heartbeat_app_p99_ms"] < row["heartbeat_p99_ms"]
+    # Both event loops' lag: the clients' own, and the coordinator's from its /metrics.
+    assert 0 <= row["client_lag_p99_ms"] < 1000 and 0 <= row["server_lag_p99_ms"] < 1000
     assert f"| 4 | {per_fold} |" in capsys.readouterr().out
