@@ -55,6 +55,7 @@ from shared.models import StateSpec
 from shared.protocol import API_PREFIX, LEASE_HEADER, LOCAL_KINDS, RunConfig, WorkUnit
 from shared.strategies import LocalSteps, strategy_for
 from shared.unit_result import UnitMetrics, UnitResult
+from worker_client.api_client import KEEPALIVE_SECONDS
 
 ADMIN, JOIN = "bench-admin-token", "bench-join-code"
 
@@ -212,8 +213,8 @@ def worker_client(base: str, token: str) -> httpx.AsyncClient:
     bench, not the coordinator, the bottleneck."""
     return httpx.AsyncClient(
         base_url=base + API_PREFIX, timeout=120, headers={"Authorization": f"Bearer {token}"},
-        # uvicorn closes idle connections after 5 s; never reuse one it may be closing
-        limits=httpx.Limits(max_connections=2, keepalive_expiry=4),
+        # as gan-worker's: kept for less than the coordinator keeps them (75 s)
+        limits=httpx.Limits(max_connections=2, keepalive_expiry=KEEPALIVE_SECONDS),
     )
 
 

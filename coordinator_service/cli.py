@@ -231,6 +231,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 ssl_certfile=args.ssl_certfile,
                 ssl_keyfile=args.ssl_keyfile,
                 log_level=args.log_level,
+                timeout_keep_alive=settings.keep_alive_seconds,
                 timeout_graceful_shutdown=5,
             )
         except KeyboardInterrupt:

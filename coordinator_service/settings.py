@@ -53,6 +53,13 @@ class Settings(BaseSettings):
 
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=20, ge=1)
+    keep_alive_seconds: int = Field(
+        default=75, ge=1,
+        description="how long an idle client connection stays open (uvicorn's keep-alive); "
+        "longer than gan-worker's heartbeat interval (15 s at most), so a worker reuses "
+        "its connection rather than connecting, and with TLS shaking hands, anew for "
+        "each request",
+    )
     torch_threads: int = Field(default=1, ge=0, description="0 leaves torch's default")
 
     aggregator_enabled: bool = True

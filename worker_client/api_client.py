@@ -53,6 +53,7 @@ log = logging.getLogger("worker_client")
 # loop's retries then take over), and the longest single Retry-After it obeys.
 RATE_LIMIT_PATIENCE = 120.0
 MAX_RETRY_AFTER = 60.0
+KEEPALIVE_SECONDS = 60.0  # below the coordinator's keep_alive_seconds (75)
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -100,8 +101,14 @@ class CoordinatorClient:
         # Bodies are tens of MB on slow school Wi-Fi, hence the long read/write timeout;
         # a dead address should fail fast, hence the short connect timeout.
         timeout = httpx.Timeout(request_timeout, connect=connect_timeout, pool=request_timeout)
-        # Two connections: the main loop and the heartbeat thread share this client.
-        limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+        # Two connections: the main loop and the heartbeat thread share this client. Kept
+        # between requests (seconds apart while a unit computes) for less than the
+        # coordinator keeps them (GAN_KEEP_ALIVE_SECONDS, 75), so a connection the
+        # coordinator is closing is never reused, and none is opened (or, with TLS,
+        # shaken hands on) per request.
+        limits = httpx.Limits(
+            max_connections=4, max_keepalive_connections=2, keepalive_expiry=KEEPALIVE_SECONDS
+        )
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,

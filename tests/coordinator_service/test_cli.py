@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +17,10 @@ import pytest
 import trustme
 
 from coordinator_service.db import migrations
+from coordinator_service.settings import Settings
 from tests.conftest import TEST_ADMIN_TOKEN, SpawnedCoordinator, coordinator_env
+from worker_client.api_client import KEEPALIVE_SECONDS
+from worker_client.settings import WorkerSettings
 
 GAN_COORDINATOR = str(Path(sys.executable).with_name("gan-coordinator"))
 
@@ -130,3 +135,26 @@ def test_run_start_flags_for_a_local_steps_run() -> None:
     }  # fmt: skip
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "start", "--outer-nesterov", "maybe"])
+
+
+def _healthz_over(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: coordinator\r\n\r\n")
+    return sock.recv(65536)
+
+
+def test_serve_keeps_an_idle_connection_as_long_as_set(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    """A worker's requests are seconds apart: each would open a connection (and with TLS
+    shake hands) anew if the coordinator dropped idle ones sooner, as uvicorn's 5 s did."""
+    server = spawn_coordinator(database_url, GAN_KEEP_ALIVE_SECONDS="3")
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        assert _healthz_over(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)
+        assert _healthz_over(sock).startswith(b"HTTP/1.1 200")  # the same connection
+        time.sleep(4)
+        assert sock.recv(1) == b""  # closed by the coordinator after 3 s idle
+    # gan-worker drops its idle connections first, and keeps them past its heartbeats.
+    worker_heartbeat_gap = WorkerSettings().heartbeat_interval
+    assert worker_heartbeat_gap < KEEPALIVE_SECONDS < Settings().keep_alive_seconds
