@@ -138,8 +138,17 @@ def test_run_start_flags_for_a_local_steps_run() -> None:
 
 
 def _healthz_over(sock: socket.socket) -> bytes:
+    """One whole response to GET /healthz on this connection (head and body may come
+    in separate segments)."""
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: coordinator\r\n\r\n")
-    return sock.recv(65536)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
 
 
 def test_serve_keeps_an_idle_connection_as_long_as_set(
