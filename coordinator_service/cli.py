@@ -169,9 +169,9 @@ def _set_log_level(log_level: str) -> None:
 
 def _freeze_startup_objects() -> None:
     """Take what the process holds once it has started (modules, torch, the app: about
-    450,000 objects) out of the garbage collector's sight for good, so that a full
+    430,000 objects) out of the garbage collector's sight for good, so that a full
     collection walks only what requests create. Each full collection had stopped the
-    event loop, and with it every request, for 210-290 ms, twice a minute at 300 workers
+    event loop, and with it every request, for 214-293 ms, twice a minute at 300 workers
     (bench/load_coordinator.py, docs/coordinator.md)."""
     gc.collect()
     gc.freeze()
