@@ -277,31 +277,21 @@ class LeasesRepo:
         pool: int,
         speed: float | None,
     ) -> asyncpg.Record | None:
-        """A pending unit, unless the results this step needs are already in or out.
+        """A pending unit, unless the results this step needs are already in or out;
+        from a shard the worker caches if there is one; with dynamic local updates, as
+        many fresh units joined into one as the worker's ``speed`` (images a second) fits.
 
-        A unit leased beyond that would be computed on weights about to be replaced and
-        refused as stale: better the worker waits for the new weights (or takes a backup
-        copy of a straggler). A version of pinned units needs every one of them. An
-        asynchronous run has no such step: any pending unit, against the newest weights.
+        A unit leased beyond the step's need would be computed on weights about to be
+        replaced and refused as stale: better the worker waits for the new weights (or
+        takes a backup copy of a straggler). A version of pinned units needs every one of
+        them. An asynchronous run has no such step: any pending unit, against the newest
+        weights.
         """
         if pool < 0 and run.config.staleness_bound() == 0:  # no gate without a barrier
             await lock_claim_gate(self.conn, run.run_id)  # count and lease as one
             in_or_out = await self.conn.fetchval(_RESULTS_IN_OR_OUT, run.run_id, run.iteration)
             if in_or_out >= run.config.units_per_step:
                 return None
-        return await self._claim_pending(run, args, cached_shards, pool, speed)
-
-    async def _claim_pending(
-        self,
-        run: Run,
-        args: _LeaseArgs,
-        cached_shards: Sequence[int],
-        pool: int,
-        speed: float | None,
-    ) -> asyncpg.Record | None:
-        """A pending unit, from a shard the worker caches if there is one; with dynamic
-        local updates, as many fresh units joined into one as the worker's ``speed``
-        (images a second) fits."""
         if run.config.unit_seconds is not None and pool < 0:
             joins = units_per_claim(run.config, speed)
             if joins > 1:
