@@ -263,9 +263,8 @@ class Simulation:
 
     def readiness(self) -> StepReadiness:
         run = self.run
-        outstanding = sum(1 for s in run.status.values() if s == "leased")
-        return StepReadiness(accepted=len(run.results), pending=len(self.pool()),
-                             outstanding=outstanding)  # fmt: skip
+        return StepReadiness(accepted=len(run.results), any_pending=bool(self.pool()),
+                             any_leased="leased" in run.status.values())  # fmt: skip
 
     def maybe_fold(self, now: float) -> bool:
         run = self.run

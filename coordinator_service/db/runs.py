@@ -185,11 +185,11 @@ class RunsRepo:
             SELECT
               (SELECT count(*) FROM results
                 WHERE run_id = $1 AND consumed_at IS NULL) AS accepted,
-              (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'pending'
+              EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND status = 'pending'
                 AND coalesce(pinned_iteration, -1) =
-                    (SELECT {UNIT_POOL} FROM runs WHERE run_id = $1)) AS pending,
-              (SELECT count(*) FROM work_units WHERE run_id = $1 AND status = 'leased')
-                AS outstanding
+                    (SELECT {UNIT_POOL} FROM runs WHERE run_id = $1)) AS any_pending,
+              EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND status = 'leased')
+                AS any_leased
             """,
             run_id,
         )

@@ -207,8 +207,11 @@ class StatesRepo:
             # barrier the next epoch is planned as soon as none of this one is left to
             # hand out, so that nobody idles while its last units compute (their images
             # still count once: a unit is done once).
+            # (Asked of the pending and leased indexes: "status <> 'done'" scanned the
+            # table past every unit done so far, 1.3 ms at 30,000, inside the lock.)
             all_done = not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND status <> 'done')",
+                "SELECT EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND status = 'pending') "
+                "OR EXISTS (SELECT 1 FROM work_units WHERE run_id = $1 AND status = 'leased')",
                 step.run_id,
             )
             handed_out = all_done or not step.ends_leases and not await conn.fetchval(

@@ -44,7 +44,7 @@ def should_step(run: Run, ready: StepReadiness, now: datetime) -> bool:
         return False
     if ready.accepted >= run.config.units_per_step:
         return True
-    if ready.pending == 0 and ready.outstanding == 0:
+    if not ready.any_pending and not ready.any_leased:
         return True
     return (now - run.iteration_started_at).total_seconds() >= run.config.step_timeout
 

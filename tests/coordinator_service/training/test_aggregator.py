@@ -25,13 +25,13 @@ def _run(**config: object) -> Run:
 def test_the_step_rule() -> None:
     run = _run(units_per_step=3, step_timeout=60)
     now = datetime.now(timezone.utc)
-    assert not should_step(run, StepReadiness(accepted=0, pending=0, outstanding=0), now)
-    assert not should_step(run, StepReadiness(accepted=2, pending=5, outstanding=1), now)
-    assert should_step(run, StepReadiness(accepted=3, pending=5, outstanding=1), now)
-    assert should_step(run, StepReadiness(accepted=1, pending=0, outstanding=0), now)
-    assert not should_step(run, StepReadiness(accepted=1, pending=0, outstanding=1), now)
+    assert not should_step(run, StepReadiness(accepted=0, any_pending=False, any_leased=False), now)
+    assert not should_step(run, StepReadiness(accepted=2, any_pending=True, any_leased=True), now)
+    assert should_step(run, StepReadiness(accepted=3, any_pending=True, any_leased=True), now)
+    assert should_step(run, StepReadiness(accepted=1, any_pending=False, any_leased=False), now)
+    assert not should_step(run, StepReadiness(accepted=1, any_pending=False, any_leased=True), now)
     later = now + timedelta(seconds=61)
-    assert should_step(run, StepReadiness(accepted=1, pending=4, outstanding=1), later)
+    assert should_step(run, StepReadiness(accepted=1, any_pending=True, any_leased=True), later)
 
 
 def _wait_for(condition: object, timeout: float = 30) -> None:
