@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from coordinator_service.db.models import StoredCheckpoint, StoredWeights
 from coordinator_service.db.runs import (
     PlannedUnit,
+    insert_state,
     insert_units,
     lock_run_exclusive,
     return_to_pool,
@@ -141,15 +142,10 @@ class StatesRepo:
             # checkpoint's Adam state) held the lock for 1.6 s at the class model, and
             # every claim and upload waited. Nobody reads it before this commits.
             try:
-                await conn.execute(
-                    "INSERT INTO run_states (run_id, iteration, weights, weights_etag, "
-                    "checkpoint) VALUES ($1, $2, $3, $4, $5)",
-                    step.run_id,
-                    new_iteration,
-                    step.weights,
-                    step.weights_etag,
-                    step.checkpoint,
-                )
+                await insert_state(
+                    conn, run_id=step.run_id, iteration=new_iteration, weights=step.weights,
+                    weights_etag=step.weights_etag, checkpoint=step.checkpoint,
+                )  # fmt: skip
             except asyncpg.UniqueViolationError:
                 raise StepConflict("the run is past this iteration") from None
             await lock_run_exclusive(conn, step.run_id)

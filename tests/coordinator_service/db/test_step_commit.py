@@ -1,9 +1,12 @@
 """A step commits its new state exactly once: the same step again is a conflict that
-changes nothing, though it writes its state row before it waits for the run lock."""
+changes nothing, though it writes its state row before it waits for the run lock. The
+row is streamed in 1 MB pieces (``copy_row``): weights of several pieces come back
+byte for byte, and a version without Adam state has a NULL checkpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -42,12 +45,15 @@ async def _commit_twice(database_url: str) -> None:
                 step=step, plan_epoch=lambda epoch: [], max_epochs=None, max_iterations=None
             )
 
-        await commit(_step(run.run_id, b"w1"))
+        w1 = os.urandom(2_500_000)  # three pieces
+        await commit(_step(run.run_id, w1))
         with pytest.raises(StepConflict, match="past this iteration"):
             await commit(_step(run.run_id, b"a second w1"))
         assert await conn.fetchval("SELECT iteration FROM runs") == 1
-        rows = await conn.fetch("SELECT iteration, weights FROM run_states ORDER BY iteration")
-        assert [(r["iteration"], r["weights"]) for r in rows] == [(0, b"w0"), (1, b"w1")]
+        rows = await conn.fetch(
+            "SELECT iteration, weights, weights_etag, checkpoint FROM run_states ORDER BY iteration"
+        )
+        assert [tuple(r) for r in rows] == [(0, b"w0", "e0", b"c0"), (1, w1, "e1", None)]
         assert await conn.fetchval("SELECT count(*) FROM history") == 1
     finally:
         await conn.close()
