@@ -19,7 +19,8 @@ Reported per worker count: leased claims/s; p50/p99 latency of every claim, hear
 and accepted upload, and the p99 of the coordinator's own share of claims and
 heartbeats (its ``Server-Timing`` header: the rest is client, loopback and the wait for
 one of the cores the clients share with it); the p99 of both event loops' lag (how late
-the clients' loop, and the coordinator's by its /metrics, wake a 10 ms timer); result
+the clients' loop, and the coordinator's by its /metrics, wake a 10 ms timer) and how
+often the coordinator's woke more than 50 ms late; result
 MB/s accepted against a raw loopback upload of the same bytes by as many clients in the
 same run (a bare ASGI app under uvicorn in its own process that reads the body and
 answers 200); steps/s; and the time from a step's last accepted result to its weights
@@ -217,6 +218,15 @@ def histogram_quantile(q: float, before: dict[float, float], after: dict[float, 
     return lower
 
 
+def stalls_over(seconds: float, before: dict[float, float], after: dict[float, float]) -> int:
+    """How many of the coordinator's loop wake-ups between two scrapes came more than
+    ``seconds`` late (a bucket bound): the rare long stalls a p99 does not show."""
+    def late(counts: dict[float, float]) -> float:
+        return counts.get(math.inf, 0.0) - counts.get(seconds, 0.0)
+
+    return int(late(after) - late(before))
+
+
 def worker_client(base: str, token: str) -> httpx.AsyncClient:
     """One simulated worker's own client, as each gan-worker has: httpx's pool looks through
     all its connections on every request, so one pool for hundreds of workers makes the
@@ -404,6 +414,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
         "heartbeat_app_p99_ms": 1000 * percentile(stats.heartbeat_app_seconds, 0.99),
         "client_lag_p99_ms": 1000 * percentile(stats.loop_lags, 0.99),
         "server_lag_p99_ms": 1000 * histogram_quantile(0.99, lag_before, lag_after),
+        "server_stalls_over_50ms": stalls_over(0.05, lag_before, lag_after),
         "upload_p50_ms": 1000 * percentile(stats.upload_latencies, 0.5),
         "upload_p99_ms": 1000 * percentile(stats.upload_latencies, 0.99),
         "raw_upload_p50_ms": 1000 * percentile(raw_latencies, 0.5),
@@ -464,6 +475,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     header = ("workers", "units_per_step", "claims_per_s", "claim_p50_ms", "claim_p99_ms",
               "heartbeat_p50_ms", "heartbeat_p99_ms", "claim_app_p99_ms",
               "heartbeat_app_p99_ms", "client_lag_p99_ms", "server_lag_p99_ms",
+              "server_stalls_over_50ms",
               "upload_p50_ms", "upload_p99_ms",
               "raw_upload_p50_ms", "result_mb_per_s", "raw_mb_per_s", "ingest_vs_raw",
               "refused", "steps_per_s", "step_compute_p50_ms", "downloadable_p50_ms",
