@@ -6,8 +6,12 @@ do. ``bytea`` is what the coordinator does today (a ``STORAGE EXTERNAL`` column,
 pglz); ``large object`` is ``lo_from_bytea`` inside the same transaction as a row
 pointing at it; ``file`` is a content-addressed file beside the database, written to a
 temporary name, fsynced, renamed and the directory fsynced, then a row inserted (what
-"accepted means durable" would need). Times include the client's encode and the round
-trips, from one asyncpg connection, on a fresh database.
+"accepted means durable" would need); ``bytea by COPY`` is the bytea column written by a
+binary COPY streamed in 1 MB pieces (``copy_row``, how the coordinator writes a version's
+weights and Adam state). Times include the client's encode and the round trips, from one
+asyncpg connection, on a fresh database; ``loop stall`` is how late, at worst, a 1 ms
+timer on the same event loop fired while the writes ran (every request a coordinator
+is serving waits that long).
 
     .venv/bin/python bench/blob_storage.py --mb 11 25 --count 12
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import asyncpg
 
+from coordinator_service.db.pool import copy_row, int4
 from coordinator_service.embedded import with_database
 
 SCHEMA = """
@@ -45,6 +50,11 @@ class Candidate:
         return await self.conn.fetchval(
             "INSERT INTO bytea_blobs (body) VALUES ($1) RETURNING id", body
         )
+
+    async def copy_write(self, body: bytes) -> int:
+        key = int(await self.conn.fetchval("SELECT nextval('bytea_blobs_id_seq')"))
+        await copy_row(self.conn, "bytea_blobs", {"id": int4(key), "body": body})
+        return key
 
     async def bytea_read(self, key: int) -> bytes:
         return await self.conn.fetchval("SELECT body FROM bytea_blobs WHERE id = $1", key)
@@ -88,19 +98,32 @@ async def timed(
     write: Callable[[bytes], Awaitable[int]],
     read: Callable[[int], Awaitable[bytes]],
     bodies: list[bytes],
-) -> tuple[float, float]:
-    """Median seconds to store one body durably and to read one back."""
+) -> tuple[float, float, float]:
+    """Median seconds to store one body durably and to read one back, and the event
+    loop's worst stall while the bodies were written."""
     writes, reads, keys = [], [], []
+    worst, writing = 0.0, True
+
+    async def tick() -> None:
+        nonlocal worst
+        while writing:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - started - 0.001)
+
+    ticker = asyncio.create_task(tick())
     for body in bodies:
         started = time.perf_counter()
         keys.append(await write(body))
         writes.append(time.perf_counter() - started)
+    writing = False
+    await ticker
     for key, body in zip(keys, bodies, strict=True):
         started = time.perf_counter()
         back = await read(key)
         reads.append(time.perf_counter() - started)
         assert back == body
-    return statistics.median(writes), statistics.median(reads)
+    return statistics.median(writes), statistics.median(reads), worst
 
 
 async def main() -> None:
@@ -119,18 +142,21 @@ async def main() -> None:
         await conn.execute(SCHEMA)
         with tempfile.TemporaryDirectory(dir=os.environ.get("BLOB_DIR")) as folder:
             candidate = Candidate(conn, Path(folder))
-            print("| body MB | store | write p50 ms | write MB/s | read p50 ms | read MB/s |")
-            print("|---|---|---|---|---|---|")
+            print("| body MB | store | write p50 ms | write MB/s | loop stall ms | read p50 ms "
+                  "| read MB/s |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|")
             for mb in args.mb:
                 bodies = [os.urandom(int(mb * 1e6)) for _ in range(args.count)]
                 for label, write, read in (
                     ("bytea", candidate.bytea_write, candidate.bytea_read),
+                    ("bytea by COPY", candidate.copy_write, candidate.bytea_read),
                     ("large object", candidate.lo_write, candidate.lo_read),
                     ("file + fsync", candidate.file_write, candidate.file_read),
                 ):
-                    w, r = await timed(write, read, bodies)
+                    w, r, stall = await timed(write, read, bodies)
                     print(f"| {mb:g} | {label} | {1000 * w:.0f} | {mb / w:.0f} | "
-                          f"{1000 * r:.0f} | {mb / r:.0f} |", flush=True)  # fmt: skip
+                          f"{1000 * stall:.0f} | {1000 * r:.0f} | {mb / r:.0f} |",
+                          flush=True)  # fmt: skip
         await conn.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
