@@ -86,8 +86,8 @@ async def copy_row(
 
     Why: an INSERT's bytea parameter is copied whole into asyncpg's buffer and on to the
     socket while the loop waits. The step's 88 MB row at the class model (weights and
-    Adam state) stopped the loop, and every request in flight, for 89 ms on an idle
-    machine and 127-368 ms under load; streamed, the loop's worst wait was 2 ms.
+    Adam state) stopped the loop, and every request in flight, for 127 ms alone and up
+    to 368 ms under load; streamed, for 2 ms (bench/blob_storage.py).
     """
 
     async def pieces() -> AsyncIterator[bytes | memoryview]:
