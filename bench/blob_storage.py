@@ -31,7 +31,7 @@ from pathlib import Path
 
 import asyncpg
 
-from coordinator_service.db.pool import copy_row, int4
+from coordinator_service.db.large_rows import copy_row, int4
 from coordinator_service.embedded import with_database
 
 SCHEMA = """

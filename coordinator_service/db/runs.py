@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from coordinator_service.db.large_rows import copy_row, int4, int8
 from coordinator_service.db.models import Run, StepReadiness
-from coordinator_service.db.pool import copy_row, int4, int8
 from coordinator_service.errors import CoordinatorError
 from shared.protocol import RunConfig, UnitCounts
 
