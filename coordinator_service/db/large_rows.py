@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import asyncpg
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)  # no flags, no extension
 _COPY_PIECE = 1 << 20
+_FLOAT4_OID = 700  # an array's header names its elements' type
 
 
 def int8(value: int) -> bytes:
@@ -22,18 +23,34 @@ def int4(value: int) -> bytes:
     return struct.pack("!i", value)
 
 
+def float8(value: float) -> bytes:
+    """A double precision in COPY's binary format."""
+    return struct.pack("!d", value)
+
+
+def float4_array(values: Sequence[float]) -> bytes:
+    """A one-dimensional ``real[]`` without NULLs in COPY's binary format: dimensions,
+    no-nulls flag, element type, then (size, lower bound 1) and each length-prefixed
+    element."""
+    header = struct.pack("!iiiii", 1, 0, _FLOAT4_OID, len(values), 1)
+    return header + b"".join(struct.pack("!if", 4, v) for v in values)
+
+
 async def copy_row(
     conn: asyncpg.Connection, table: str, fields: Mapping[str, bytes | None]
 ) -> None:
     """Insert one row of tens of megabytes through a binary COPY, sent in 1 MB pieces
     with the event loop free between them. ``fields`` maps each column to its value in
-    PostgreSQL's binary format (bytea and text: the bytes themselves; see int8 and int4)
-    or None for NULL; a duplicate key raises UniqueViolationError, as an INSERT does.
+    PostgreSQL's binary format (bytea and text: the bytes themselves, a uuid its 16
+    bytes; see the encoders above) or None for NULL; a column left out gets its
+    default; a duplicate key raises UniqueViolationError, as an INSERT does.
 
     Why: an INSERT's bytea parameter is copied whole into asyncpg's buffer and on to the
     socket while the loop waits. The step's 88 MB row at the class model (weights and
     Adam state) stopped the loop, and every request in flight, for 127 ms alone and up
-    to 368 ms under load; streamed, for 2 ms (bench/blob_storage.py).
+    to 368 ms under load; streamed, for 2 ms (bench/blob_storage.py). Each upload's 13
+    MB result body was the largest holder of the loop at the class model (a quarter of
+    its samples under py-spy, docs/coordinator.md).
     """
 
     async def pieces() -> AsyncIterator[bytes | memoryview]:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from coordinator_service.db.large_rows import copy_row, float4_array, float8, int4, int8
 from coordinator_service.db.models import AcceptedResult, OpenResult, ResultMetrics
 from coordinator_service.db.runs import lock_run_shared
 from coordinator_service.db.spot_checks import SpotChecksRepo
@@ -88,26 +89,17 @@ class ResultsRepo:
             )
             if unit_status == "done":
                 raise CoordinatorError("unit_completed")
-            await self.conn.execute(
-                "INSERT INTO results (lease_id, unit_id, run_id, worker_id, iteration, kind, "
-                "num_samples, body, body_bytes, g_loss, d_loss, d_real_accuracy, "
-                "d_fake_accuracy, norms, accepted_at) VALUES "
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, clock_timestamp())",
-                lease_id,
-                lease["unit_id"],
-                lease["run_id"],
-                worker_id,
-                lease["iteration"],
-                kind,
-                num_samples,
-                body,
-                len(body),
-                metrics.g_loss,
-                metrics.d_loss,
-                metrics.d_real_accuracy,
-                metrics.d_fake_accuracy,
-                list(norms) or None,
-            )
+            # Streamed: the body is 13 MB at the class model (accepted_at: the default,
+            # the database's clock now, migration 0012).
+            await copy_row(self.conn, "results", {
+                "lease_id": lease_id.bytes, "unit_id": int8(lease["unit_id"]),
+                "run_id": int8(lease["run_id"]), "worker_id": int8(worker_id),
+                "iteration": int4(lease["iteration"]), "kind": kind.encode(),
+                "num_samples": int4(num_samples), "body": body, "body_bytes": int8(len(body)),
+                "norms": float4_array(norms) if norms else None,
+                **{name: None if value is None else float8(value)  # a G phase has no D loss
+                   for name, value in metrics.model_dump().items()},
+            })  # fmt: skip
             await self.conn.execute(
                 "UPDATE leases SET status = CASE WHEN lease_id = $1 THEN 'completed' "
                 "ELSE 'superseded' END, ended_at = now() "
