@@ -22,6 +22,7 @@ from coordinator_service.db.runs import RunsRepo
 from coordinator_service.db.spot_checks import SpotChecksRepo
 from coordinator_service.errors import CoordinatorError
 from coordinator_service.publications import wait_for
+from coordinator_service.settings import Settings
 from coordinator_service.training import engine
 from coordinator_service.training.result_bounds import HISTORY, result_norms, result_problem
 from coordinator_service.training.spot_checks import result_distance
@@ -207,18 +208,10 @@ async def _upload_result(
             lease.status, "stale_iteration" if too_old else "lease_lost"
         )
         raise CoordinatorError(code)
-    result = await asyncio.to_thread(_decode_for, lease, run, body)
-    norms = await asyncio.to_thread(result_norms, result)
+    kind = engine.result_layout(run.config, lease.iteration).kind  # what decoding demands
     async with state.pool.acquire() as conn:
-        recent = await ResultsRepo(conn).recent_norms(
-            run_id=run.run_id, kind=result.kind, limit=HISTORY
-        )
-    problem = await asyncio.to_thread(
-        result_problem, result, norms, recent,
-        max_abs=state.settings.result_max_abs, norm_ratio=state.settings.result_norm_ratio,
-    )  # fmt: skip
-    if problem is not None:
-        raise CoordinatorError("result_out_of_bounds", f"The result was refused: {problem}.")
+        recent = await ResultsRepo(conn).recent_norms(run_id=run.run_id, kind=kind, limit=HISTORY)
+    result, norms = await asyncio.to_thread(_validate, lease, run, body, recent, state.settings)
     try:
         async with state.pool.acquire() as conn:
             accepted = await ResultsRepo(conn).accept(
@@ -250,6 +243,23 @@ async def _end_stale(lease: Lease, state: StateDep) -> None:
     weights (with a barrier the step has done so already)."""
     async with state.pool.acquire() as conn:
         await LeasesRepo(conn).end_stale(lease_id=lease.lease_id)
+
+
+def _validate(
+    lease: Lease, run: Run, body: bytes, recent: list[list[float]], settings: Settings
+) -> tuple[UnitResult, list[float]]:
+    """The body decoded for this lease (422 ``invalid_result``) and its norms, within the
+    bounds that ``recent`` norms set (422 ``result_out_of_bounds``). One call, for one
+    hop to a thread: each hop queues behind the decoding of other uploads."""
+    result = _decode_for(lease, run, body)
+    norms = result_norms(result)
+    problem = result_problem(
+        result, norms, recent,
+        max_abs=settings.result_max_abs, norm_ratio=settings.result_norm_ratio,
+    )  # fmt: skip
+    if problem is not None:
+        raise CoordinatorError("result_out_of_bounds", f"The result was refused: {problem}.")
+    return result, norms
 
 
 def _decode_for(lease: Lease, run: Run, body: bytes) -> UnitResult:
