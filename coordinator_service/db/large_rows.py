@@ -48,9 +48,9 @@ async def copy_row(
     Why: an INSERT's bytea parameter is copied whole into asyncpg's buffer and on to the
     socket while the loop waits. The step's 88 MB row at the class model (weights and
     Adam state) stopped the loop, and every request in flight, for 127 ms alone and up
-    to 368 ms under load; streamed, for 2 ms (bench/blob_storage.py). Each upload's 13
-    MB result body was the largest holder of the loop at the class model (a quarter of
-    its samples under py-spy, docs/coordinator.md).
+    to 368 ms under load; streamed, for 2 ms (bench/blob_storage.py). An upload's 13 MB
+    body held it 24 ms alone. Streamed, the loop spends about as long writing a row, but
+    a piece at a time, and other requests run between the pieces.
     """
 
     async def pieces() -> AsyncIterator[bytes | memoryview]:
