@@ -20,7 +20,8 @@ and accepted upload, and the p99 of the coordinator's own share of claims and
 heartbeats (its ``Server-Timing`` header: the rest is client, loopback and the wait for
 one of the cores the clients share with it); the p99 of both event loops' lag (how late
 the clients' loop, and the coordinator's by its /metrics, wake a 10 ms timer) and how
-often the coordinator's woke more than 50 ms late; result MB/s accepted against a raw
+often the coordinator's woke more than 50 ms late; how many steps were computed again
+under the exclusive run lock (every claim and upload waiting); result MB/s accepted against a raw
 loopback upload of the same bytes by as many clients in the same run (a bare ASGI app
 under uvicorn in its own process that reads the body and answers 200); steps/s; and the
 time from a step's last accepted result to its weights being downloadable (the commit
@@ -199,6 +200,15 @@ async def loop_lag_buckets(client: httpx.AsyncClient, url: str) -> dict[float, f
     prefix = 'gan_event_loop_lag_seconds_bucket{le="'
     return {float(line[len(prefix):].split('"')[0]): float(line.rsplit(" ", 1)[1])
             for line in text.splitlines() if line.startswith(prefix)}  # fmt: skip
+
+
+async def step_retries(client: httpx.AsyncClient, url: str) -> float:
+    """Steps the coordinator computed twice, the second time holding every claim and
+    upload (/metrics; nan from a coordinator that does not count them)."""
+    text = (await client.get(url)).text
+    counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("gan_step_retries_total ")]  # fmt: skip
+    return sum(counts) if counts else float("nan")
 
 
 def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
@@ -389,6 +399,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
             )
             elapsed = time.monotonic() - t0
             lag_after = await loop_lag_buckets(c, base + "/metrics")
+            retries = await step_retries(c, base + "/metrics")
             for client in [*clients, probe_client]:
                 await client.aclose()
         turn, steps, compute = await turnarounds(database_url)
@@ -424,6 +435,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
         "results_per_s": stats.accepted / elapsed,
         "refused": sum(stats.refused.values()),
         "steps_per_s": steps / elapsed,
+        "step_retries": retries,
         "step_compute_p50_ms": 1000 * compute,
         "downloadable_p50_ms": 1000 * statistics.median(turn) if turn else float("nan"),
         "downloadable_max_ms": 1000 * max(turn) if turn else float("nan"),
@@ -478,7 +490,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
               "server_stalls_over_50ms",
               "upload_p50_ms", "upload_p99_ms",
               "raw_upload_p50_ms", "result_mb_per_s", "raw_mb_per_s", "ingest_vs_raw",
-              "refused", "steps_per_s", "step_compute_p50_ms", "downloadable_p50_ms",
+              "refused", "steps_per_s", "step_retries", "step_compute_p50_ms",
+              "downloadable_p50_ms",
               "downloadable_max_ms")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -31,6 +31,12 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.steps = Counter("gan_steps", "Optimizer steps taken", registry=self.registry)
+        self.step_retries = Counter(
+            "gan_step_retries",
+            "Steps computed again under the exclusive run lock, claims and uploads waiting: "
+            "the accepted results changed while the first attempt computed",
+            registry=self.registry,
+        )
         self.step_seconds = Histogram(
             "gan_step_seconds", "Time to compute and commit a step", registry=self.registry
         )

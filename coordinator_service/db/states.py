@@ -155,11 +155,16 @@ class StatesRepo:
             )
             if run is None or run["status"] != "active" or run["iteration"] != step.iteration:
                 raise StepConflict("the run is no longer at this iteration")
-            open_ids = await conn.fetch(
+            open_ids = {r["lease_id"] for r in await conn.fetch(
                 "SELECT lease_id FROM results WHERE run_id = $1 AND consumed_at IS NULL",
                 step.run_id,
-            )
-            if {r["lease_id"] for r in open_ids} != set(step.result_ids):
+            )}  # fmt: skip
+            # With a barrier a step consumes exactly what is accepted for its version.
+            # Without one, results accepted while this fold computed go into the next
+            # fold, one version older: recomputing this one under the exclusive lock for
+            # them held every claim and upload for a whole fold.
+            later = open_ids - set(step.result_ids)
+            if not open_ids >= set(step.result_ids) or (later and step.ends_leases):
                 raise StepConflict("results arrived or were dropped while the step was computed")
             h = step.history
             await conn.execute(
@@ -219,6 +224,8 @@ class StatesRepo:
             last = max_epochs is not None and epoch + 1 >= max_epochs
             if last and all_done:
                 finished = True
+            if finished and later:  # there is no next fold for them
+                raise StepConflict("results arrived while the run's last fold was computed")
             elif handed_out and not last and not finished:
                 epoch += 1
                 await insert_units(conn, run_id=step.run_id, epoch=epoch, units=plan_epoch(epoch))

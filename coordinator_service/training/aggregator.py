@@ -228,10 +228,13 @@ class Aggregator:
     async def _step(self, run: Run) -> None:
         """Optimistically, then (if results kept arriving meanwhile) under the run lock.
 
-        Accepted means counted: a step consumes exactly the results that are accepted
-        when it commits. The first attempt runs without blocking anyone and fails if a
-        result arrived while it computed; the second holds the run row, so claims and
-        uploads wait for it (briefly: results decoded by the first attempt are reused).
+        Accepted means counted. With a barrier a step consumes exactly the results that
+        are accepted when it commits: the first attempt runs without blocking anyone and
+        fails if a result arrived while it computed; the second holds the run lock, so
+        claims and uploads wait for it (results decoded by the first attempt are
+        reused). Without a barrier a result that arrives meanwhile goes into the next
+        fold instead, and only the run's last fold, or a result dropped meanwhile,
+        makes a second attempt (``StatesRepo.commit_step``).
         """
         started = time.perf_counter()
         state = await self._training_state(run)
@@ -242,6 +245,7 @@ class Aggregator:
                 checkpoint = await self._attempt(conn, run, state, started)
         except StepConflict as exc:
             log.info("step of iteration %d retried under the run lock: %s", run.iteration, exc)
+            self.metrics.step_retries.inc()
             async with self.pool.acquire() as conn, StatesRepo(conn).locked_run(
                 run_id=run.run_id
             ):
