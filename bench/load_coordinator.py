@@ -21,11 +21,11 @@ heartbeats (its ``Server-Timing`` header: the rest is client, loopback and the w
 one of the cores the clients share with it); the p99 of both event loops' lag (how late
 the clients' loop, and the coordinator's by its /metrics, wake a 10 ms timer) and how
 often the coordinator's woke more than 50 ms late; how many steps were computed again
-under the exclusive run lock (every claim and upload waiting); result MB/s accepted against a raw
-loopback upload of the same bytes by as many clients in the same run (a bare ASGI app
-under uvicorn in its own process that reads the body and answers 200); steps/s; and the
-time from a step's last accepted result to its weights being downloadable (the commit
-that stores them, from the database's own clocks).
+under the exclusive run lock (every claim and upload waiting); result MB/s accepted
+against a raw loopback upload of the same bytes by as many clients in the same run (a
+bare ASGI app under uvicorn in its own process that reads the body and answers 200);
+steps/s; and the time from a step's last accepted result to its weights being
+downloadable (the commit that stores them, from the database's own clocks).
 
     .venv/bin/python bench/load_coordinator.py --workers 10 100 300 --seconds 20
 """

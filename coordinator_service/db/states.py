@@ -222,11 +222,10 @@ class StatesRepo:
                 epoch,
             )
             last = max_epochs is not None and epoch + 1 >= max_epochs
-            if last and all_done:
-                finished = True
+            finished = finished or (last and all_done)
             if finished and later:  # there is no next fold for them
                 raise StepConflict("results arrived while the run's last fold was computed")
-            elif handed_out and not last and not finished:
+            if handed_out and not last and not finished:
                 epoch += 1
                 await insert_units(conn, run_id=step.run_id, epoch=epoch, units=plan_epoch(epoch))
             status = "finished" if finished else "active"
