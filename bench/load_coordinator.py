@@ -193,20 +193,18 @@ async def loop_lag(stats: Stats, stop_at: float) -> None:
         stats.loop_lags.append(time.perf_counter() - started - 0.01)
 
 
-async def loop_lag_buckets(client: httpx.AsyncClient, url: str) -> dict[float, float]:
-    """The coordinator's own event-loop lag histogram (/metrics): cumulative counts by
-    upper bound."""
-    text = (await client.get(url)).text
+def loop_lag_buckets(metrics: str) -> dict[float, float]:
+    """The coordinator's own event-loop lag histogram in a /metrics scrape: cumulative
+    counts by upper bound."""
     prefix = 'gan_event_loop_lag_seconds_bucket{le="'
     return {float(line[len(prefix):].split('"')[0]): float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith(prefix)}  # fmt: skip
+            for line in metrics.splitlines() if line.startswith(prefix)}  # fmt: skip
 
 
-async def step_retries(client: httpx.AsyncClient, url: str) -> float:
+def step_retries(metrics: str) -> float:
     """Steps the coordinator computed twice, the second time holding every claim and
-    upload (/metrics; nan from a coordinator that does not count them)."""
-    text = (await client.get(url)).text
-    counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+    upload, in a /metrics scrape (nan from a coordinator that does not count them)."""
+    counts = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
               if line.startswith("gan_step_retries_total ")]  # fmt: skip
     return sum(counts) if counts else float("nan")
 
@@ -388,7 +386,7 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
             stats = Stats()
             clients = [worker_client(base, t) for t in tokens]
             probe_client = worker_client(base, probe)
-            lag_before = await loop_lag_buckets(c, base + "/metrics")
+            lag_before = loop_lag_buckets((await c.get(base + "/metrics")).text)
             t0 = time.monotonic()
             stop_at = t0 + args.seconds
             await asyncio.gather(
@@ -398,8 +396,8 @@ async def bench(n: int, args: argparse.Namespace, results: Results) -> dict[str,
                 loop_lag(stats, stop_at),
             )
             elapsed = time.monotonic() - t0
-            lag_after = await loop_lag_buckets(c, base + "/metrics")
-            retries = await step_retries(c, base + "/metrics")
+            scraped = (await c.get(base + "/metrics")).text
+            lag_after, retries = loop_lag_buckets(scraped), step_retries(scraped)
             for client in [*clients, probe_client]:
                 await client.aclose()
         turn, steps, compute = await turnarounds(database_url)

@@ -163,8 +163,9 @@ class StatesRepo:
             # Without one, results accepted while this fold computed go into the next
             # fold, one version older: recomputing this one under the exclusive lock for
             # them held every claim and upload for a whole fold.
-            later = open_ids - set(step.result_ids)
-            if not open_ids >= set(step.result_ids) or (later and step.ends_leases):
+            folded = set(step.result_ids)
+            later = open_ids - folded
+            if not folded <= open_ids or (later and step.ends_leases):
                 raise StepConflict("results arrived or were dropped while the step was computed")
             h = step.history
             await conn.execute(
