@@ -40,11 +40,8 @@ class StepWrite(BaseModel):
     result_ids: list[UUID]
     weights: bytes
     weights_etag: str
-    checkpoint: bytes | None  # None: replayable from this and earlier versions' results
     history: HistoryEntry
     sample_png: bytes | None
-    keep_last: int
-    checkpoint_every: int
     # The next version's units are this version's again (a synchronous D phase: its
     # G phase needs the same images' noise).
     repeat_units: bool = False
@@ -86,6 +83,38 @@ class StatesRepo:
             at_most,
         )
         return StoredCheckpoint.of(record) if record else None
+
+    async def add_checkpoint(
+        self, *, run_id: int, iteration: int, checkpoint: bytes, keep_last: int, keep_every: int
+    ) -> bool:
+        """Store a committed version's Adam state beside its weights, and prune what the
+        replay no longer starts from; False if the version's row is gone.
+
+        Bounded storage: the last ``keep_last`` states, every ``keep_every``-th for good,
+        and the newest with Adam state (the replay starts there). A version's row can go
+        only once a later checkpoint is stored, so the pruning is done here, outside the
+        step transaction and its run lock.
+        """
+        async with self.conn.transaction():
+            done = await self.conn.execute(
+                "UPDATE run_states SET checkpoint = $3 WHERE run_id = $1 AND iteration = $2",
+                run_id,
+                iteration,
+                checkpoint,
+            )
+            if done != "UPDATE 1":
+                return False
+            await self.conn.execute(
+                "DELETE FROM run_states WHERE run_id = $1 AND iteration < $2 "
+                "AND iteration % $4 <> 0 AND iteration <= "
+                "(SELECT max(iteration) FROM run_states WHERE run_id = $1) - $3",
+                run_id,
+                iteration,
+                keep_last,
+                keep_every,
+            )
+            await SpotChecksRepo(self.conn).lapse_unservable(run_id=run_id)
+        return True
 
     async def stored_iterations(self, *, run_id: int) -> list[int]:
         rows = await self.conn.fetch(
@@ -138,13 +167,14 @@ class StatesRepo:
         conn = self.conn
         new_iteration = step.iteration + 1
         async with conn.transaction():
-            # The new state's row first, before the run lock: writing its weights (and a
-            # checkpoint's Adam state) held the lock for 1.6 s at the class model, and
-            # every claim and upload waited. Nobody reads it before this commits.
+            # The new state's row first, before the run lock: writing its weights held the
+            # lock for 1.6 s at the class model, and every claim and upload waited. Nobody
+            # reads it before this commits. Its Adam state, when due, comes after the
+            # commit (Aggregator._store_snapshot); until then its results replay it.
             try:
                 await insert_state(
                     conn, run_id=step.run_id, iteration=new_iteration, weights=step.weights,
-                    weights_etag=step.weights_etag, checkpoint=step.checkpoint,
+                    weights_etag=step.weights_etag, checkpoint=None,
                 )  # fmt: skip
             except asyncpg.UniqueViolationError:
                 raise StepConflict("the run is past this iteration") from None
@@ -254,16 +284,6 @@ class StatesRepo:
                     new_iteration,
                     step.sample_png,
                 )
-            # Bounded storage: the last few states, every Nth for good, and the newest
-            # with Adam state (the replay starts there).
-            await conn.execute(
-                "DELETE FROM run_states WHERE run_id = $1 AND iteration <= $2 "
-                "AND iteration % $3 <> 0 AND iteration < (SELECT max(iteration) "
-                "FROM run_states WHERE run_id = $1 AND checkpoint IS NOT NULL)",
-                step.run_id,
-                new_iteration - step.keep_last,
-                step.checkpoint_every,
-            )
             await SpotChecksRepo(conn).lapse_unservable(run_id=step.run_id)
             # Worker rows last, as everywhere (the lock order in docs/coordinator.md): a
             # heartbeat holds its leases and then wants its worker row.

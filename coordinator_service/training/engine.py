@@ -90,6 +90,11 @@ def encode_state(
     return EncodedState(served, etag_of(served), checkpoint)
 
 
+def encode_checkpoint(state: TrainingState) -> bytes:
+    """A version's full checkpoint: its weights and optimizer state."""
+    return encode_snapshot(state.iteration, state.weights, state.optimizer)
+
+
 def initial_state(config: RunConfig) -> tuple[TrainingState, EncodedState]:
     """W_0 from the run seed (DCGAN init) and the strategy's empty optimizer state."""
     generator, discriminator = build_models(model_config(config), seed=config.seed)
@@ -163,9 +168,9 @@ def step(
     config: RunConfig,
     *,
     with_sample: bool,
-    with_checkpoint: bool = True,
 ) -> StepProduct:
-    """The next version from this one and its accepted results, in the order given."""
+    """The next version from this one and its accepted results, in the order given: its
+    served weights are encoded, its checkpoint only when asked (``encode_checkpoint``)."""
     fold = strategy(config).fold(
         state.weights, state.optimizer, results, version=state.iteration
     )
@@ -176,9 +181,7 @@ def step(
     png = sample_grid(fold.weights, config) if with_sample else None
     return StepProduct(
         new_state,
-        encode_state(
-            new_state.iteration, fold.weights, fold.optimizer, with_checkpoint=with_checkpoint
-        ),
+        encode_state(new_state.iteration, fold.weights, fold.optimizer, with_checkpoint=False),
         fold.metrics,
         fold.num_samples,
         png,

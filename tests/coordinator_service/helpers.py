@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -129,3 +130,16 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
+
+
+def stored_checkpoint(database_url: str, run_id: int, version: int, timeout: float = 30) -> bytes:
+    """The Adam state of ``version``, once stored (the aggregator writes it after the
+    version is published, beside the next fold)."""
+    query = "SELECT checkpoint FROM run_states WHERE run_id = $1 AND iteration = $2"
+    deadline = time.monotonic() + timeout
+    while not (rows := asyncio.run(fetch(database_url, query, run_id, version))) or (
+        rows[0]["checkpoint"] is None
+    ):
+        assert time.monotonic() < deadline, f"no checkpoint of version {version}"
+        time.sleep(0.05)
+    return bytes(rows[0]["checkpoint"])

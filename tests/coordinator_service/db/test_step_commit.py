@@ -37,8 +37,8 @@ def _step(run_id: int, weights: bytes, iteration: int = 0, **fields: object) -> 
     )  # fmt: skip
     return StepWrite.model_validate({
         "run_id": run_id, "iteration": iteration, "result_ids": [], "weights": weights,
-        "weights_etag": f"e{iteration + 1}", "checkpoint": None, "history": history,
-        "sample_png": None, "keep_last": 3, "checkpoint_every": 100, **fields,
+        "weights_etag": f"e{iteration + 1}", "history": history,
+        "sample_png": None, **fields,
     })  # fmt: skip
 
 

@@ -78,11 +78,15 @@ def test_storage_keeps_the_last_states_and_periodic_checkpoints(
         assert unit is not None and unit.iteration == iteration
         assert upload(worker, unit, fake_body(unit)).status_code == 200
         _wait_for(lambda i=iteration: worker.get("/status").json()["run"]["iteration"] == i + 1)
-    rows = asyncio.run(fetch(coordinator.database_url, "SELECT iteration, checkpoint IS NOT "
-                             "NULL AS full FROM run_states ORDER BY iteration"))  # fmt: skip
-    # Adam state with every `every`-th version and the last; version 5 only its weights.
-    assert [(r["iteration"], r["full"]) for r in rows] == [
-        (0, True), (3, True), (5, False), (6, True)]  # fmt: skip
+    def stored() -> list[tuple[int, bool]]:
+        query = "SELECT iteration, checkpoint IS NOT NULL AS full FROM run_states ORDER BY 1"
+        rows = asyncio.run(fetch(coordinator.database_url, query))
+        return [(r["iteration"], r["full"]) for r in rows]
+
+    # Adam state with every `every`-th version and the last (stored just after the
+    # version is published); version 5 only its weights.
+    _wait_for(lambda: stored()[-1] == (6, True))
+    assert stored() == [(0, True), (3, True), (5, False), (6, True)]
     assert worker.get("/samples").json() == [2, 4, 6]
     # The last checkpoint covers every consumed result: their bodies are dropped (just
     # after the step commits, outside its transaction).

@@ -7,7 +7,6 @@ the other kind is refused with 422 and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,13 @@ from shared.protocol import LocalStepsInfo, RunConfig
 from shared.unit_result import image_noise
 from tests.conftest import NARROW_RUN, RunningCoordinator
 from tests.coordinator_service.api.test_refusals import assert_refused_unchanged
-from tests.coordinator_service.helpers import claim, fetch, model_config, real_result, upload
+from tests.coordinator_service.helpers import (
+    claim,
+    model_config,
+    real_result,
+    stored_checkpoint,
+    upload,
+)
 from tests.shared.helpers import textbook_dcgan
 
 SEED = 5
@@ -126,12 +131,7 @@ def test_bf16_result_is_accepted_within_bf16_rounding_and_momentum_is_kept(
     assert changed > 0
 
     # The outer momentum lives in the checkpoint, like Adam's moments in a gradients run.
-    rows = asyncio.run(fetch(
-        coordinator.database_url,
-        "SELECT checkpoint FROM run_states WHERE run_id = $1 AND iteration = 1",
-        1,
-    ))  # fmt: skip
-    checkpoint = decode_snapshot(rows[0]["checkpoint"], spec)
+    checkpoint = decode_snapshot(stored_checkpoint(coordinator.database_url, 1, 1), spec)
     assert checkpoint.optimizer is not None and checkpoint.optimizer.step == 1
     momentum = checkpoint.optimizer.momentum
     assert momentum is not None and momentum.keys() == set(spec.parameters)
