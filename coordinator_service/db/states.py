@@ -41,7 +41,6 @@ class StepWrite(BaseModel):
     weights: bytes
     weights_etag: str
     history: HistoryEntry
-    sample_png: bytes | None
     # The next version's units are this version's again (a synchronous D phase: its
     # G phase needs the same images' noise).
     repeat_units: bool = False
@@ -115,6 +114,15 @@ class StatesRepo:
             )
             await SpotChecksRepo(self.conn).lapse_unservable(run_id=run_id)
         return True
+
+    async def add_sample(self, *, run_id: int, iteration: int, png: bytes) -> None:
+        await self.conn.execute(
+            "INSERT INTO samples (run_id, iteration, png) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            run_id,
+            iteration,
+            png,
+        )
 
     async def stored_iterations(self, *, run_id: int) -> list[int]:
         rows = await self.conn.fetch(
@@ -277,13 +285,6 @@ class StatesRepo:
                 epoch,
                 status,
             )
-            if step.sample_png is not None:
-                await conn.execute(
-                    "INSERT INTO samples (run_id, iteration, png) VALUES ($1, $2, $3)",
-                    step.run_id,
-                    new_iteration,
-                    step.sample_png,
-                )
             await SpotChecksRepo(conn).lapse_unservable(run_id=step.run_id)
             # Worker rows last, as everywhere (the lock order in docs/coordinator.md): a
             # heartbeat holds its leases and then wants its worker row.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from uuid import UUID
 
@@ -34,8 +35,19 @@ from shared.unit_result import UnitResult
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x47414E4E_41474752  # "GANNAGGR": one aggregator per database
+EXTRAS_GRACE_SECONDS = 10.0  # for the last version's grid and Adam state at shutdown
 RETRY_SECONDS = 1.0  # after an error; doubled while the same error repeats ...
 MAX_RETRY_SECONDS = 30.0  # ... up to this
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What is stored for a committed version after it is published, if anything."""
+
+    run: Run  # as it was before the fold
+    state: engine.TrainingState  # the version's weights and optimizer state
+    sample: bool  # its grid for the dashboard
+    snapshot: bool  # its Adam state (a checkpoint the replay can start from)
 
 
 def should_step(run: Run, ready: StepReadiness, now: datetime) -> bool:
@@ -73,7 +85,7 @@ class Aggregator:
         self._decoded_for: int | None = None  # the run they belong to
         self._last_sample: float | None = None  # monotonic time of the last grid drawn
         self._last_snapshot: float | None = None  # ... and of the last Adam state written
-        self._snapshot: asyncio.Task[None] | None = None  # the Adam state being stored
+        self._extras: asyncio.Task[None] | None = None  # a version's extras being stored
         # The units of the epoch after the live one, planned once per epoch in a thread:
         # the step that rolls the epoch over inserts them under the run lock, and
         # planning a CelebA-sized epoch there took 50 ms of the event loop (272 ms for
@@ -155,8 +167,9 @@ class Aggregator:
                 self.wake.clear()
                 await conn.execute("SELECT 1")  # notice a lost connection (and lock) early
         finally:
-            if self._snapshot is not None:
-                self._snapshot.cancel()  # the results log still replays its version
+            if self._extras is not None:  # a little while to finish, then given up on
+                await asyncio.wait([self._extras], timeout=EXTRAS_GRACE_SECONDS)
+                self._extras.cancel()  # its version's results still replay it
             await conn.close(timeout=2)
 
     async def tick(self) -> bool:
@@ -186,7 +199,7 @@ class Aggregator:
         state = self._state
         if state is not None and (state.run_id, state.iteration) == (run.run_id, run.iteration):
             return state
-        await self._settle_snapshot()  # it would drop bodies this replay may read
+        await self._settle_extras()  # it may drop bodies this replay would read
         async with self.pool.acquire() as conn:
             states = StatesRepo(conn)
             stored = await states.latest_checkpoint(run_id=run.run_id, at_most=run.iteration)
@@ -218,7 +231,7 @@ class Aggregator:
     def _replay(state: engine.TrainingState, bodies: list[bytes], run: Run) -> engine.TrainingState:
         """One committed fold again, from the bodies it consumed, in its order."""
         results = engine.decode_results(bodies, run.config, state.iteration)
-        return engine.step(state, results, run.config, with_sample=False).state
+        return engine.step(state, results, run.config).state
 
     def _snapshot_due(self, version: int, finished: bool) -> bool:
         """Whether a version just committed gets its Adam state stored."""
@@ -227,36 +240,47 @@ class Aggregator:
         last = self._last_snapshot
         return last is None or time.monotonic() - last >= self.settings.snapshot_seconds
 
-    async def _settle_snapshot(self) -> None:
-        """Wait for the Adam state being stored, if any."""
-        if self._snapshot is not None:
-            await self._snapshot
-            self._snapshot = None
+    async def _settle_extras(self) -> None:
+        """Wait for the extras being stored, if any."""
+        if self._extras is not None:
+            await self._extras
+            self._extras = None
 
-    async def _store_snapshot(self, run_id: int, state: engine.TrainingState) -> None:
-        """Store a committed version's Adam state, prune the states and then the result
-        bodies it makes needless for replay.
+    async def _store_extras(self, extras: Extras) -> None:
+        """Draw a committed version's sample grid; store its Adam state, then prune the
+        states and the result bodies that state makes needless for replay.
 
-        It runs beside the next fold, never inside one: encoding and writing 50-75 MB at
-        the class model made every snapshot fold's weights downloadable 0.4-0.5 s later.
-        Until it commits, a restart replays the version from the previous checkpoint and
-        the bodies this would drop. ``state`` stays valid meanwhile: folds build new
-        tensors and never change the ones they are given.
+        It runs beside the next fold, never inside one: at the class model the grid took
+        0.2 s and the Adam state 0.1 s to encode and 0.2 s to write (alone; two to three
+        times that beside 30 uploads), and the worst fold of a run published its weights
+        2.0-2.2 s after its last result (*Extras beside the next fold* in
+        docs/coordinator.md). Until the Adam state commits, a restart replays the
+        version from the previous checkpoint and the bodies this would drop.
+        ``extras.state`` stays valid meanwhile: folds build new tensors and never change
+        the ones they are given.
         """
+        run_id, state = extras.run.run_id, extras.state
         try:
-            checkpoint = await asyncio.to_thread(engine.encode_checkpoint, state)
-            async with self.pool.acquire() as conn:
-                if await StatesRepo(conn).add_checkpoint(
-                    run_id=run_id, iteration=state.iteration, checkpoint=checkpoint,
-                    keep_last=self.settings.keep_last_states,
-                    keep_every=self.settings.checkpoint_every,
-                ):  # fmt: skip
-                    await ResultsRepo(conn).drop_replayed_bodies(
-                        run_id=run_id, checkpoint=state.iteration
+            if extras.sample:
+                png = await asyncio.to_thread(engine.sample_grid, state.weights, extras.run.config)
+                async with self.pool.acquire() as conn:
+                    await StatesRepo(conn).add_sample(
+                        run_id=run_id, iteration=state.iteration, png=png
                     )
+            if extras.snapshot:
+                checkpoint = await asyncio.to_thread(engine.encode_checkpoint, state)
+                async with self.pool.acquire() as conn:
+                    if await StatesRepo(conn).add_checkpoint(
+                        run_id=run_id, iteration=state.iteration, checkpoint=checkpoint,
+                        keep_last=self.settings.keep_last_states,
+                        keep_every=self.settings.checkpoint_every,
+                    ):  # fmt: skip
+                        await ResultsRepo(conn).drop_replayed_bodies(
+                            run_id=run_id, checkpoint=state.iteration
+                        )
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("the Adam state of version %d was not stored (its results still "
-                        "replay it): %s", state.iteration, exc)  # fmt: skip
+            log.warning("the grid or Adam state of version %d was not stored (its results "
+                        "still replay it): %s", state.iteration, exc)  # fmt: skip
 
     async def _step(self, run: Run) -> None:
         """Optimistically, then (if results kept arriving meanwhile) under the run lock.
@@ -275,17 +299,17 @@ class Aggregator:
             self._decoded, self._decoded_for = {}, run.run_id
         try:
             async with self.pool.acquire() as conn:
-                snapshot = await self._attempt(conn, run, state, started)
+                extras = await self._attempt(conn, run, state, started)
         except StepConflict as exc:
             log.info("step of iteration %d retried under the run lock: %s", run.iteration, exc)
             self.metrics.step_retries.inc()
             async with self.pool.acquire() as conn, StatesRepo(conn).locked_run(
                 run_id=run.run_id
             ):
-                snapshot = await self._attempt(conn, run, state, started)
-        if snapshot is not None:
-            await self._settle_snapshot()  # one at a time, in version order
-            self._snapshot = asyncio.create_task(self._store_snapshot(run.run_id, snapshot))
+                extras = await self._attempt(conn, run, state, started)
+        if extras.sample or extras.snapshot:
+            await self._settle_extras()  # one version at a time, in order
+            self._extras = asyncio.create_task(self._store_extras(extras))
 
     async def _plan_ahead(self, run: Run) -> list[PlannedUnit]:
         """The units of the epoch after ``run``'s current one (planned in a thread, once;
@@ -301,8 +325,8 @@ class Aggregator:
 
     async def _attempt(
         self, conn: asyncpg.Connection, run: Run, state: engine.TrainingState, started: float
-    ) -> engine.TrainingState | None:
-        """Compute and commit one step; the new state if its Adam state is due to be stored."""
+    ) -> Extras:
+        """Compute and commit one step; what is to be stored for it afterwards."""
         marks = [time.perf_counter()]
         results = await ResultsRepo(conn).open_for(run_id=run.run_id)
         marks.append(time.perf_counter())
@@ -319,13 +343,8 @@ class Aggregator:
             self._decoded.update(zip(missing, decoded, strict=True))
         marks.append(time.perf_counter())
         strategy = engine.strategy(run.config)
-        with_sample = self._sample_due(run.iteration + 1, strategy.versions_per_iteration)
         product = await asyncio.to_thread(
-            engine.step,
-            state,
-            [self._decoded[r.lease_id] for r in results],
-            run.config,
-            with_sample=with_sample,
+            engine.step, state, [self._decoded[r.lease_id] for r in results], run.config
         )
         m = product.metrics
         write = StepWrite(
@@ -349,7 +368,6 @@ class Aggregator:
                               for r in results),  # fmt: skip
                 created_at=datetime.now(timezone.utc),
             ),
-            sample_png=product.sample_png,
             repeat_units=strategy.repeats_units(run.iteration + 1),
             versions_per_iteration=strategy.versions_per_iteration,
             ends_leases=run.config.staleness_bound() == 0,
@@ -371,7 +389,8 @@ class Aggregator:
         self._state = product.state
         for result in results:
             self._decoded.pop(result.lease_id, None)
-        if product.sample_png is not None:
+        sample = self._sample_due(outcome.iteration, strategy.versions_per_iteration)
+        if sample:
             self._last_sample = time.monotonic()
         snapshot = self._snapshot_due(outcome.iteration, outcome.status == "finished")
         if snapshot:
@@ -396,4 +415,4 @@ class Aggregator:
             run.run_id, run.iteration, outcome.iteration, len(results), product.num_samples,
             losses, " - finished" if outcome.status == "finished" else "",
         )  # fmt: skip
-        return product.state if snapshot else None
+        return Extras(run, product.state, sample, snapshot)

@@ -118,7 +118,6 @@ class StepProduct:
     encoded: EncodedState
     metrics: UnitMetrics
     num_samples: int
-    sample_png: bytes | None
 
 
 class UnsafeState(ValueError):
@@ -166,11 +165,10 @@ def step(
     state: TrainingState,
     results: list[UnitResult],
     config: RunConfig,
-    *,
-    with_sample: bool,
 ) -> StepProduct:
     """The next version from this one and its accepted results, in the order given: its
-    served weights are encoded, its checkpoint only when asked (``encode_checkpoint``)."""
+    served weights are encoded, its checkpoint and grid only when asked
+    (``encode_checkpoint``, ``sample_grid``)."""
     fold = strategy(config).fold(
         state.weights, state.optimizer, results, version=state.iteration
     )
@@ -178,13 +176,11 @@ def step(
     problem = state_problem(_all_tensors(fold.weights, fold.optimizer))
     if problem is not None:
         raise UnsafeState(f"the fold into version {new_state.iteration}: {problem}")
-    png = sample_grid(fold.weights, config) if with_sample else None
     return StepProduct(
         new_state,
         encode_state(new_state.iteration, fold.weights, fold.optimizer, with_checkpoint=False),
         fold.metrics,
         fold.num_samples,
-        png,
     )
 
 

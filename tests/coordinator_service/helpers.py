@@ -143,3 +143,13 @@ def stored_checkpoint(database_url: str, run_id: int, version: int, timeout: flo
         assert time.monotonic() < deadline, f"no checkpoint of version {version}"
         time.sleep(0.05)
     return bytes(rows[0]["checkpoint"])
+
+
+def sampled_through(client: httpx.Client, version: int, timeout: float = 30) -> list[int]:
+    """The versions with a sample grid, once ``version`` has one (a grid is drawn after
+    its version is published, beside the next fold)."""
+    deadline = time.monotonic() + timeout
+    while version not in (listed := client.get("/samples").json()):
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.05)
+    return list(listed)

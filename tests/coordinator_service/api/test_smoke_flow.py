@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import NARROW_RUN, RunningCoordinator
-from tests.coordinator_service.helpers import claim, fake_body, upload
+from tests.coordinator_service.helpers import claim, fake_body, sampled_through, upload
 
 
 def _step(coordinator: RunningCoordinator, worker, version: int) -> list:
@@ -45,6 +45,7 @@ def test_register_claim_upload_step(coordinator: RunningCoordinator) -> None:
     assert [u.image_indices for u in g_units] == [u.image_indices for u in d_units]
     history = worker.get("/history").json()
     assert [h["num_results"] for h in history] == [2, 2]
+    sampled_through(worker, 2)
     assert worker.get("/samples/2.png").headers["content-type"] == "image/png"
     current = worker.get("/weights/current", follow_redirects=False)
     assert current.status_code == 307 and "/weights/2" in current.headers["location"]

@@ -37,8 +37,7 @@ def _step(run_id: int, weights: bytes, iteration: int = 0, **fields: object) -> 
     )  # fmt: skip
     return StepWrite.model_validate({
         "run_id": run_id, "iteration": iteration, "result_ids": [], "weights": weights,
-        "weights_etag": f"e{iteration + 1}", "history": history,
-        "sample_png": None, **fields,
+        "weights_etag": f"e{iteration + 1}", "history": history, **fields,
     })  # fmt: skip
 
 

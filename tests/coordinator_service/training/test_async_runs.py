@@ -176,7 +176,7 @@ def test_kill_9_replays_folds_of_stale_results_bit_for_bit(
     for version, (unit, body) in enumerate(folds):
         result = decode_result(body, engine.result_layout(config, version))
         assert result.iteration == unit.iteration
-        state = engine.step(state, [result], config, with_sample=False).state
+        state = engine.step(state, [result], config).state
     for name, tensor in state.weights.items():
         assert torch.equal(served.weights[name], tensor), name
     rows = asyncio.run(fetch(database_url, "SELECT iteration, folded_version FROM results "

@@ -123,7 +123,7 @@ def test_kill_9_between_the_phases_resumes_in_the_g_phase(
         layout = engine.result_layout(config, version)
         ordered = [decode_result(b, layout) for _, b in sorted(
             zip([u.unit_id for u in units], bodies, strict=True))]  # fmt: skip
-        state = engine.step(state, ordered, config, with_sample=False).state
+        state = engine.step(state, ordered, config).state
     for name, tensor in state.weights.items():
         assert torch.equal(served.weights[name], tensor), name
     assert [h["iteration"] for h in history] == list(range(folded + 1))  # each fold once

@@ -60,7 +60,7 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     layout = engine.result_layout(config, 0)
     results = [decode_result(b, layout) for _, b in sorted(zip(
         [u.unit_id for u in units], bodies, strict=True))]  # type: ignore[union-attr]  # fmt: skip
-    expected = engine.step(start, results, config, with_sample=False).state.weights
+    expected = engine.step(start, results, config).state.weights
     served = decode_snapshot(response.content, spec).weights
     for name, tensor in expected.items():
         assert torch.equal(served[name], tensor), name
