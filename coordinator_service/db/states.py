@@ -178,7 +178,7 @@ class StatesRepo:
             # The new state's row first, before the run lock: writing its weights held the
             # lock for 1.6 s at the class model, and every claim and upload waited. Nobody
             # reads it before this commits. Its Adam state, when due, comes after the
-            # commit (Aggregator._store_snapshot); until then its results replay it.
+            # commit (Aggregator._store_extras); until then its results replay it.
             try:
                 await insert_state(
                     conn, run_id=step.run_id, iteration=new_iteration, weights=step.weights,

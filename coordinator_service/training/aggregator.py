@@ -170,6 +170,7 @@ class Aggregator:
             if self._extras is not None:  # a little while to finish, then given up on
                 await asyncio.wait([self._extras], timeout=EXTRAS_GRACE_SECONDS)
                 self._extras.cancel()  # its version's results still replay it
+                self._extras = None
             await conn.close(timeout=2)
 
     async def tick(self) -> bool:
@@ -253,7 +254,7 @@ class Aggregator:
         It runs beside the next fold, never inside one: at the class model the grid took
         0.2 s and the Adam state 0.1 s to encode and 0.2 s to write (alone; two to three
         times that beside 30 uploads), and the worst fold of a run published its weights
-        2.0-2.2 s after its last result (*Extras beside the next fold* in
+        1.5-2.2 s after its last result (*Extras beside the next fold* in
         docs/coordinator.md). Until the Adam state commits, a restart replays the
         version from the previous checkpoint and the bodies this would drop.
         ``extras.state`` stays valid meanwhile: folds build new tensors and never change

@@ -187,3 +187,19 @@ def test_a_stored_state_holding_inf_shows_on_healthz_and_the_dashboard(
     assert status["run"]["problem"] == health.json()["problem"]
     assert status["iteration"] == 0  # nothing was published from the broken state
     assert worker.get("/weights/1").status_code == 404
+
+
+def test_a_state_is_unsafe_exactly_when_a_value_is_nan_or_inf() -> None:
+    """The check sums each tensor first: a sum that overflows must not condemn finite
+    values, and infinities of both signs (a NaN sum) must still be found."""
+    from coordinator_service.training.result_bounds import state_problem
+
+    big = torch.full((4,), 3e38)  # finite; its sum is +Inf in float32
+    assert state_problem({"w": big, "v": torch.ones(3)}) is None
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        tensor = torch.ones(5)
+        tensor[2] = bad
+        assert state_problem({"w": big, "v": tensor}) == "'v' would hold NaN or Inf values"
+    both = torch.tensor([float("inf"), -float("inf"), 1.0])
+    assert state_problem({"w": both}) == "'w' would hold NaN or Inf values"
+    assert state_problem({"n": torch.tensor([7, 8])}) is None  # integers cannot be either
