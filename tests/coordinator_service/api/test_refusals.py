@@ -17,6 +17,7 @@ from tests.coordinator_service.helpers import (
     database_fingerprint,
     fake_body,
     fake_result,
+    sampled_through,
     upload,
 )
 
@@ -137,6 +138,7 @@ def test_stale_iteration_is_409(coordinator: RunningCoordinator) -> None:
     while b.get("/status").json()["run"]["iteration"] < 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    sampled_through(b, 1)  # the version's grid is stored just after it
     assert_refused_unchanged(coordinator, lambda: upload(a, old, fake_body(old)), 409,
                              "stale_iteration")  # fmt: skip
     # its images went back to the pool when the step ended the lease

@@ -31,6 +31,7 @@ from tests.coordinator_service.helpers import (
     fake_result,
     fetch,
     real_result,
+    sampled_through,
     upload,
     wait_for_version,
 )
@@ -121,6 +122,7 @@ def test_a_result_past_the_staleness_bound_is_refused_and_its_images_go_back(
         "SELECT u.status, l.status AS lease FROM work_units u JOIN leases l USING (unit_id) "
         "WHERE l.lease_id = $1", late.lease_id))  # fmt: skip
     assert (rows[0]["status"], rows[0]["lease"]) == ("pending", "stale")
+    sampled_through(bob, 2)  # the version's grid is stored just after it
     before = asyncio.run(database_fingerprint(coordinator.database_url))
     refused = upload(ada, late, fake_body(late))
     assert refused.status_code == 409 and refused.json()["code"] == "stale_iteration"
