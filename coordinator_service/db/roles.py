@@ -85,6 +85,9 @@ def grant_statements(role: str, *, schema: str, database: str) -> list[str]:
     return [
         f"GRANT CONNECT ON DATABASE {d} TO {r}",
         f"REVOKE CREATE ON DATABASE {d} FROM {r}",
+        # A checkpoint is streamed into a temporary table (StatesRepo.add_checkpoint);
+        # PUBLIC has this by default, a hardened server may not.
+        f"GRANT TEMPORARY ON DATABASE {d} TO {r}",
         f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC",
         f"REVOKE ALL ON SCHEMA {s} FROM {r}",
         f"GRANT USAGE ON SCHEMA {s} TO {r}",

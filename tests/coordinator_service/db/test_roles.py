@@ -36,7 +36,13 @@ from tests.conftest import (
     _unique,
     coordinator_env,
 )
-from tests.coordinator_service.helpers import api_client, claim_when_ready, fake_body, upload
+from tests.coordinator_service.helpers import (
+    api_client,
+    claim_when_ready,
+    fake_body,
+    stored_checkpoint,
+    upload,
+)
 from tests.deploy.compose import with_user
 
 ROW_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -277,8 +283,13 @@ def test_a_coordinator_connected_as_the_app_role_serves_a_run(
     two_roles: TwoRoles, spawn_coordinator: Callable[..., SpawnedCoordinator]
 ) -> None:
     two = two_roles
+    # A hardened server: PUBLIC may not create temporary tables, so the grant must.
+    asyncio.run(_admin_execute(
+        two.admin_url, f'REVOKE TEMPORARY ON DATABASE "{two.database}" FROM PUBLIC'
+    ))  # fmt: skip
     migrated(two)
-    served = spawn_coordinator(two.app_url)  # `serve` checks alembic_version as the app role
+    # `serve` checks alembic_version as the app role; every version gets its Adam state.
+    served = spawn_coordinator(two.app_url, GAN_SNAPSHOT_SECONDS="0")
     admin = api_client(served.url, TEST_ADMIN_TOKEN)
     anyone = api_client(served.url)
     body = {"join_code": TEST_JOIN_CODE, "name": "least-privilege",
@@ -297,6 +308,7 @@ def test_a_coordinator_connected_as_the_app_role_serves_a_run(
     while worker.get("/status").json()["run"]["iteration"] < 1:
         assert time.monotonic() < deadline, served.log()
         time.sleep(0.1)
+    assert stored_checkpoint(two.admin_url, 1, 1), served.log()  # by a temporary table
     # A join-code rotation locks its table (LOCK TABLE needs UPDATE, granted).
     rotated = admin.post("/admin/join-code/rotate")
     assert rotated.status_code == 200, rotated.text
