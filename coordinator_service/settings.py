@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     app_role: str = Field(
         default="", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
         description="`gan-coordinator migrate`, run as the schema's owner, grants this "
-        "PostgreSQL role exactly what `serve` needs (rows of the app's tables; no schema "
-        "changes, no TRUNCATE), so the coordinator can connect as it; empty: grant nothing",
+        "PostgreSQL role exactly what `serve` needs (rows of the app's tables and "
+        "temporary tables of its own; no schema changes, no TRUNCATE), so the coordinator "
+        "can connect as it; empty: grant nothing",
     )  # fmt: skip
     data_dir: Path = Field(default_factory=default_data_dir)
     datasets_dir: Path | None = Field(
