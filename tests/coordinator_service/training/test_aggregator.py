@@ -78,6 +78,7 @@ def test_storage_keeps_the_last_states_and_periodic_checkpoints(
         assert unit is not None and unit.iteration == iteration
         assert upload(worker, unit, fake_body(unit)).status_code == 200
         _wait_for(lambda i=iteration: worker.get("/status").json()["run"]["iteration"] == i + 1)
+
     def stored() -> list[tuple[int, bool]]:
         query = "SELECT iteration, checkpoint IS NOT NULL AS full FROM run_states ORDER BY 1"
         rows = asyncio.run(fetch(coordinator.database_url, query))
@@ -89,7 +90,7 @@ def test_storage_keeps_the_last_states_and_periodic_checkpoints(
     assert stored() == [(0, True), (3, True), (5, False), (6, True)]
     assert worker.get("/samples").json() == [2, 4, 6]
     # The last checkpoint covers every consumed result: their bodies are dropped (just
-    # after the step commits, outside its transaction).
+    # after the checkpoint is stored, outside the step's transaction).
     query = "SELECT count(*) AS n FROM results WHERE body IS NOT NULL"
     _wait_for(lambda: asyncio.run(fetch(coordinator.database_url, query))[0]["n"] == 0)
     assert worker.post("/work-units/claim").status_code == 410
