@@ -217,9 +217,7 @@ class Aggregator:
                 state = await asyncio.to_thread(self._replay, state, bodies, run)
             served = await states.weights(run_id=run.run_id, iteration=run.iteration)
         if run.iteration > stored.iteration:
-            replayed = engine.encode_state(
-                state.iteration, state.weights, state.optimizer, with_checkpoint=False
-            )
+            replayed = engine.encode_state(state)
             if served is None or replayed.weights_etag != served.weights_etag:
                 # Never seen; going on would serve weights the class did not train.
                 raise RuntimeError(f"run {run.run_id}: replay to {run.iteration} differs")

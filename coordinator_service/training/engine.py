@@ -81,12 +81,11 @@ class EncodedState:
     checkpoint: bytes | None  # None: a version that the results log can replay
 
 
-def encode_state(
-    iteration: int, weights: dict[str, Tensor], opt: OptimizerState, *, with_checkpoint: bool
-) -> EncodedState:
-    """The blobs of a run_states row: served weights and, when asked, the full checkpoint."""
-    served = encode_snapshot(iteration, weights)
-    checkpoint = encode_snapshot(iteration, weights, opt) if with_checkpoint else None
+def encode_state(state: TrainingState, *, with_checkpoint: bool = False) -> EncodedState:
+    """The blobs of a run_states row: served weights and, when asked, the full checkpoint
+    (a fold's is stored later, on its own: ``encode_checkpoint``)."""
+    served = encode_snapshot(state.iteration, state.weights)
+    checkpoint = encode_checkpoint(state) if with_checkpoint else None
     return EncodedState(served, etag_of(served), checkpoint)
 
 
@@ -101,7 +100,8 @@ def initial_state(config: RunConfig) -> tuple[TrainingState, EncodedState]:
     weights = model_state(generator, discriminator)
     params = {k: weights[k] for k in state_spec(model_config(config)).parameters}
     opt = strategy(config).initial_optimizer(params)
-    return TrainingState(0, 0, weights, opt), encode_state(0, weights, opt, with_checkpoint=True)
+    state = TrainingState(0, 0, weights, opt)
+    return state, encode_state(state, with_checkpoint=True)
 
 
 def load_checkpoint(run_id: int, config: RunConfig, checkpoint: bytes) -> TrainingState:
@@ -178,7 +178,7 @@ def step(
         raise UnsafeState(f"the fold into version {new_state.iteration}: {problem}")
     return StepProduct(
         new_state,
-        encode_state(new_state.iteration, fold.weights, fold.optimizer, with_checkpoint=False),
+        encode_state(new_state),
         fold.metrics,
         fold.num_samples,
     )
