@@ -125,6 +125,7 @@ def test_status_leaderboard_cluster_after_scripted_results(
     assert lost.status_code == 409 and lost.json()["code"] == "lease_lost"
     set_last_seen(coordinator, "linus", 120)
     set_last_seen(coordinator, "ken", 3600)
+    assert sampled_through(public, 2) == [1, 2]  # each grid is drawn just after its version
 
     status = public.get("/status").json()
     assert status["state"] == "running" and status["result_kind"] == "local_steps"
@@ -182,7 +183,6 @@ def test_status_leaderboard_cluster_after_scripted_results(
         assert entry["g_loss"] == pytest.approx(0.7) and entry["d_loss"] == pytest.approx(1.3)
         assert entry["d_real_accuracy"] == pytest.approx(0.5)
         assert entry["d_fake_accuracy"] == pytest.approx(0.5)
-    assert sampled_through(public, 2) == [1, 2]
     png = public.get("/samples/2.png")
     assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
 

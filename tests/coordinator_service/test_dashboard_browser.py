@@ -22,7 +22,13 @@ import torch
 from shared.codec import encode_result
 from shared.protocol import HardwareInfo
 from tests.conftest import NARROW_RUN, REPO_ROOT, RunningCoordinator
-from tests.coordinator_service.helpers import claim, fake_body, real_result, upload
+from tests.coordinator_service.helpers import (
+    claim,
+    fake_body,
+    real_result,
+    sampled_through,
+    upload,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -104,6 +110,7 @@ def test_live_run_with_two_workers(coordinator: RunningCoordinator, tmp_path: Pa
             result = encode_result(real_result(unit, weights))
             assert upload(client, unit, result).status_code == 200
         wait_for_iteration(coordinator, version + 1)
+    sampled_through(coordinator.client(), 2 * iterations)  # drawn just after its version
 
     page = browse(coordinator.url + "/", tmp_path)
     page.assert_clean()
@@ -157,6 +164,7 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     unit = claim(worker)
     assert unit is not None and upload(worker, unit, fake_body(unit)).status_code == 200
     wait_for_iteration(coordinator, 1)
+    sampled_through(coordinator.client(), 1)  # drawn just after its version
     assert coordinator.admin().post("/admin/runs/current/pause").status_code == 200
     page = browse(coordinator.url + "/", tmp_path)
     page.assert_clean()
@@ -170,6 +178,7 @@ def test_no_run_paused_and_finished(coordinator: RunningCoordinator, tmp_path: P
     unit = claim(worker)
     assert unit is not None and upload(worker, unit, fake_body(unit)).status_code == 200
     wait_for_iteration(coordinator, 2)
+    sampled_through(coordinator.client(), 2)
     page = browse(coordinator.url + "/", tmp_path)
     page.assert_clean()
     assert 'data-state="finished"' in page.element("state")
