@@ -37,6 +37,13 @@ class Metrics:
             "the accepted results changed while the first attempt computed",
             registry=self.registry,
         )
+        self.extras_failures = Counter(
+            "gan_extras_failures",
+            "Sample grids and Adam states (checkpoints) of published versions that could not "
+            "be stored, by kind (the versions' results stay stored: a restart replays them)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.step_seconds = Histogram(
             "gan_step_seconds", "Time to compute and commit a step", registry=self.registry
         )

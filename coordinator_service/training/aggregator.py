@@ -256,17 +256,23 @@ class Aggregator:
         docs/coordinator.md). Until the Adam state commits, a restart replays the
         version from the previous checkpoint and the bodies this would drop.
         ``extras.state`` stays valid meanwhile: folds build new tensors and never change
-        the ones they are given.
+        the ones they are given. A refusal by the database does not stop the run: it is
+        counted on /metrics, and a refused Adam state is tried again with the next version.
         """
         run_id, state = extras.run.run_id, extras.state
-        try:
-            if extras.sample:
+        if extras.sample:
+            try:
                 png = await asyncio.to_thread(engine.sample_grid, state.weights, extras.run.config)
                 async with self.pool.acquire() as conn:
                     await StatesRepo(conn).add_sample(
                         run_id=run_id, iteration=state.iteration, png=png
                     )
-            if extras.snapshot:
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.metrics.extras_failures.labels("sample").inc()
+                log.warning("the sample grid of version %d was not stored: %s",
+                            state.iteration, exc)  # fmt: skip
+        if extras.snapshot:
+            try:
                 checkpoint = await asyncio.to_thread(engine.encode_checkpoint, state)
                 async with self.pool.acquire() as conn:
                     if await StatesRepo(conn).add_checkpoint(
@@ -277,9 +283,13 @@ class Aggregator:
                         await ResultsRepo(conn).drop_replayed_bodies(
                             run_id=run_id, checkpoint=state.iteration
                         )
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("the grid or Adam state of version %d was not stored (its results "
-                        "still replay it): %s", state.iteration, exc)  # fmt: skip
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.metrics.extras_failures.labels("checkpoint").inc()
+                self._last_snapshot = None  # tried again with the next version
+                log.warning("the Adam state of version %d was not stored; nothing is lost (a "
+                            "restart replays from the last one stored, and keeps the results "
+                            "since then until the next is stored): %s",
+                            state.iteration, exc)  # fmt: skip
 
     async def _step(self, run: Run) -> None:
         """Optimistically, then (if results kept arriving meanwhile) under the run lock.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import Callable
 
+import httpx
 import torch
 
 from coordinator_service.training import engine
@@ -12,11 +15,18 @@ from shared.codec import decode_result, decode_snapshot
 from shared.models import ModelConfig, StateSpec
 from shared.protocol import RunConfig
 from tests.conftest import NARROW_RUN, TEST_ADMIN_TOKEN, TEST_JOIN_CODE, SpawnedCoordinator
-from tests.coordinator_service.helpers import api_client, claim, fake_body, upload
+from tests.coordinator_service.helpers import (
+    api_client,
+    claim,
+    claim_when_ready,
+    fake_body,
+    fetch,
+    upload,
+    wait_for_version,
+)
 
 CONFIG = ModelConfig(latent_dim=32, generator_features=8, discriminator_features=8)
 RUN = {**NARROW_RUN, "units_per_step": 3, "step_timeout": 3600}
-
 
 
 def test_kill_9_before_the_step_resumes_the_same_iteration(
@@ -67,3 +77,73 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
     with api_client(second.url) as anon:
         history = anon.get("/history").json()
     assert len(history) == 1 and history[0]["num_results"] == 3
+
+
+def _failures(url: str, kind: str) -> float:
+    """``gan_extras_failures_total{kind=...}`` on the coordinator's /metrics."""
+    metrics = httpx.get(url + "/metrics").text
+    found = re.search(rf'^gan_extras_failures_total{{kind="{kind}"}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    """While PostgreSQL refuses the Adam states (a constraint here; a full disk or a
+    revoked grant in a class), the run goes on, /metrics counts the refusals and the
+    next version tries again; the results since the last stored state keep their
+    bodies, so a coordinator killed meanwhile replays them and folds on exactly what an
+    uninterrupted one would."""
+    run = {**NARROW_RUN, "units_per_step": 1, "result_kind": "local_steps"}
+    every_second = {"GAN_CHECKPOINT_EVERY": "2", "GAN_SNAPSHOT_SECONDS": "3600"}
+    first = spawn_coordinator(database_url, **every_second)
+    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
+        assert admin.post("/admin/runs", json={"config": run}).status_code == 201
+        token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
+            "token"
+        ]
+    refuse = ("ALTER TABLE run_states ADD CONSTRAINT refuse_adam "
+              "CHECK (checkpoint IS NULL OR iteration = 0) NOT VALID")  # fmt: skip
+    asyncio.run(fetch(database_url, refuse))
+    bodies: list[bytes] = []
+
+    def fold(worker: httpx.Client, version: int) -> bytes:
+        unit = claim_when_ready(worker)
+        assert unit.iteration == version
+        bodies.append(fake_body(unit))
+        assert upload(worker, unit, bodies[-1]).status_code == 200
+        return wait_for_version(worker, version + 1)
+
+    with api_client(first.url, token) as worker:
+        for version in range(3):
+            served = fold(worker, version)
+    deadline = time.monotonic() + 30  # version 2's Adam state refused, then version 3's
+    while _failures(first.url, "checkpoint") < 2:
+        assert time.monotonic() < deadline, first.log()
+        time.sleep(0.05)
+    assert "the Adam state of version 3 was not stored" in first.log()
+    assert httpx.get(first.url + "/healthz").json() == {"status": "ok"}  # training goes on
+    kept = "SELECT count(*) AS n FROM results WHERE body IS NOT NULL"
+    assert asyncio.run(fetch(database_url, kept))[0]["n"] == 3
+    first.kill()
+
+    asyncio.run(fetch(database_url, "ALTER TABLE run_states DROP CONSTRAINT refuse_adam"))
+    second = spawn_coordinator(database_url, args=("--log-level", "info"), **every_second)
+    with api_client(second.url, token) as worker:
+        assert worker.get("/weights/3").content == served
+        after = decode_snapshot(fold(worker, 3), StateSpec.from_config(CONFIG))
+    assert "replayed versions 1 to 3 from their results" in second.log()
+    deadline = time.monotonic() + 30  # version 4's Adam state is stored: the bodies go
+    while asyncio.run(fetch(database_url, kept))[0]["n"]:
+        assert time.monotonic() < deadline, second.log()
+        time.sleep(0.05)
+    assert _failures(second.url, "checkpoint") == 0
+
+    # An uninterrupted coordinator: the four results folded in turn from W_0.
+    config = RunConfig.model_validate(run)
+    state, _ = engine.initial_state(config)
+    for version, body in enumerate(bodies):
+        state = engine.step(state, [decode_result(body, engine.result_layout(config, version))],
+                            config).state  # fmt: skip
+    for name, tensor in state.weights.items():
+        assert torch.equal(after.weights[name], tensor), name
