@@ -257,7 +257,8 @@ class Aggregator:
         version from the previous checkpoint and the bodies this would drop.
         ``extras.state`` stays valid meanwhile: folds build new tensors and never change
         the ones they are given. A refusal by the database does not stop the run: it is
-        counted on /metrics, and a refused Adam state is tried again with the next version.
+        counted on /metrics, and a refused Adam state is tried again with the next version
+        folded after the refusal.
         """
         run_id, state = extras.run.run_id, extras.state
         if extras.sample:
@@ -285,7 +286,7 @@ class Aggregator:
                         )
             except (OSError, asyncpg.PostgresError) as exc:
                 self.metrics.extras_failures.labels("checkpoint").inc()
-                self._last_snapshot = None  # tried again with the next version
+                self._last_snapshot = None  # tried again with the next version folded
                 log.warning("the Adam state of version %d was not stored; nothing is lost (a "
                             "restart replays from the last one stored, and keeps the results "
                             "since then until the next is stored): %s",
