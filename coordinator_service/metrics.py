@@ -44,6 +44,8 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        for kind in ("sample", "checkpoint"):  # exported at 0 from the start
+            self.extras_failures.labels(kind)
         self.step_seconds = Histogram(
             "gan_step_seconds", "Time to compute and commit a step", registry=self.registry
         )

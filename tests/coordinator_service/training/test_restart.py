@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from tests.coordinator_service.helpers import (
     upload,
     wait_for_version,
 )
+from tests.coordinator_service.test_dashboard_api import metric
 
 CONFIG = ModelConfig(latent_dim=32, generator_features=8, discriminator_features=8)
 RUN = {**NARROW_RUN, "units_per_step": 3, "step_timeout": 3600}
@@ -81,9 +81,7 @@ def test_kill_9_before_the_step_resumes_the_same_iteration(
 
 def _failures(url: str, kind: str) -> float:
     """``gan_extras_failures_total{kind=...}`` on the coordinator's /metrics."""
-    metrics = httpx.get(url + "/metrics").text
-    found = re.search(rf'^gan_extras_failures_total{{kind="{kind}"}} (\S+)$', metrics, re.M)
-    return float(found.group(1)) if found else 0.0
+    return metric(httpx.get(url + "/metrics").text, f'gan_extras_failures_total{{kind="{kind}"}}')
 
 
 def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
