@@ -57,6 +57,9 @@ CATALOGUE: dict[str, ErrorEntry] = {
     "rate_limited": ErrorEntry(
         429, "Too many requests; wait the seconds in the Retry-After header, then retry."
     ),
+    "weights_pending": ErrorEntry(
+        503, "These weights were just published and are still being stored; retry shortly."
+    ),
     "internal_error": ErrorEntry(500, "Internal error; the instructor can find it in the log."),
 }
 

@@ -118,7 +118,7 @@ async def export_generator(
         stored_iterations = await states.stored_iterations(run_id=run.run_id)
         wanted = iteration if iteration is not None else max(stored_iterations, default=-1)
         stored = await states.weights(run_id=run.run_id, iteration=wanted)
-        if stored is None:
+        if stored is None or stored.weights is None:
             raise ExportError(
                 f"run {run.run_id} has no stored weights for iteration {wanted}; stored: "
                 f"{', '.join(map(str, stored_iterations)) or 'none'} (the last few iterations "

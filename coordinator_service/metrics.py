@@ -39,12 +39,13 @@ class Metrics:
         )
         self.extras_failures = Counter(
             "gan_extras_failures",
-            "Sample grids and Adam states (checkpoints) of published versions that could not "
-            "be stored, by kind (the versions' results stay stored: a restart replays them)",
+            "Weights, sample grids and Adam states (checkpoints) of published versions that "
+            "could not be stored, by kind (the versions' results stay stored: a restart "
+            "replays them)",
             ["kind"],
             registry=self.registry,
         )
-        for kind in ("sample", "checkpoint"):  # exported at 0 from the start
+        for kind in ("weights", "sample", "checkpoint"):  # exported at 0 from the start
             self.extras_failures.labels(kind)
         self.step_seconds = Histogram(
             "gan_step_seconds", "Time to compute and commit a step", registry=self.registry

@@ -37,6 +37,10 @@ class WeightsCache:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def peek(self, run_id: int, iteration: int) -> CachedWeights | None:
+        """The entry if it is here, without loading it."""
+        return self._entries.get((run_id, iteration))
+
     async def get(self, run_id: int, iteration: int, load: Loader) -> CachedWeights | None:
         key = (run_id, iteration)
         if key in self._entries:

@@ -327,11 +327,14 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
         args: tuple[str, ...] = (),
         verify: Any = True,
         host: str = "127.0.0.1",
+        degraded: bool = False,
         **env: str,
     ) -> SpawnedCoordinator:
+        """``degraded``: up once /healthz answers at all (a run with a problem says 503)."""
         for attempt in range(3):
             try:
-                return _spawn_once(database_url, host, port or free_port(), args, verify, env)
+                return _spawn_once(database_url, host, port or free_port(), args, verify,
+                                   degraded, env)  # fmt: skip
             except PortTaken:  # free_port() raced with another process on the machine
                 if port is not None or attempt == 2:
                     raise
@@ -339,7 +342,7 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
 
     def _spawn_once(
         database_url: str | None, host: str, port: int, args: tuple[str, ...], verify: Any,
-        env: dict[str, str],
+        degraded: bool, env: dict[str, str],
     ) -> SpawnedCoordinator:  # fmt: skip
         log_path = tmp_path / f"coordinator-{len(spawned)}.log"
         command = [str(Path(sys.executable).with_name("gan-coordinator")), "serve",
@@ -361,7 +364,7 @@ def spawn_coordinator(tmp_path: Path) -> Iterator[Callable[..., SpawnedCoordinat
                 raise RuntimeError(f"coordinator exited early:\n{handle.log()}")
             try:
                 health = httpx.get(handle.url + "/healthz", timeout=1, verify=verify)
-                if health.status_code == 200:
+                if health.status_code == 200 or degraded and health.status_code == 503:
                     return handle
             except httpx.TransportError:
                 pass

@@ -19,6 +19,7 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 1},
     }
 }
+RETRIED_AFTER = {"rate_limited", "weights_pending"}  # the codes answered with it
 
 
 def _description(codes: list[str]) -> str:
@@ -39,7 +40,7 @@ def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
             "model": ErrorResponse,
             "description": _description(group),
             "content": {"application/json": {"example": _example(group[0])}},
-            **({"headers": RETRY_AFTER} if "rate_limited" in group else {}),
+            **({"headers": RETRY_AFTER} if RETRIED_AFTER & set(group) else {}),
         }
         for status, group in by_status.items()
     }

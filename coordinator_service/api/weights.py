@@ -6,6 +6,8 @@ are the class's work, not for whoever can reach the port.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
@@ -32,6 +34,8 @@ NetworksQuery = Annotated[
     ),
 ]
 IMMUTABLE = "public, max-age=31536000, immutable"
+PENDING_POLL = 0.05  # seconds between looks at a published version's unwritten weights
+PENDING_PATIENCE = 10.0  # then a 503 that workers retry (it takes a fraction of a second)
 
 
 async def _run(state: StateDep, run_id: int | None) -> Run:
@@ -67,7 +71,7 @@ async def current_weights(
         200: {"content": {"application/octet-stream": {}},
               "description": "safetensors W_t (shared.codec.encode_snapshot)"},
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        **errors(*WORKER_AUTH, "no_run", "unknown_run", "unknown_iteration"),
+        **errors(*WORKER_AUTH, "no_run", "unknown_run", "unknown_iteration", "weights_pending"),
     },
 )
 async def weights(
@@ -82,9 +86,22 @@ async def weights(
     run = await _run(state, run_id)
 
     async def load() -> CachedWeights | None:
-        async with state.pool.acquire() as conn:
-            stored = await StatesRepo(conn).weights(run_id=run.run_id, iteration=iteration)
-        return CachedWeights(stored.weights, stored.weights_etag) if stored else None
+        """From the database; a version published a moment ago by another process may
+        not have its weights stored yet (``commit_step``): wait for them a while."""
+        deadline = time.monotonic() + PENDING_PATIENCE
+        while True:
+            async with state.pool.acquire() as conn:
+                stored = await StatesRepo(conn).weights(run_id=run.run_id, iteration=iteration)
+            if stored is None:
+                return None
+            if stored.weights is not None:
+                return CachedWeights(stored.weights, stored.weights_etag)
+            if time.monotonic() >= deadline:
+                raise CoordinatorError("weights_pending", headers={"Retry-After": "1"})
+            await asyncio.sleep(PENDING_POLL)
+            written = state.cache.peek(run.run_id, iteration)  # by this process's aggregator
+            if written is not None:
+                return written
 
     cached = await state.cache.get(run.run_id, iteration, load)
     if cached is None:

@@ -121,7 +121,7 @@ class StepReadiness(_Row):
 
 class StoredWeights(_Row):
     iteration: int
-    weights: bytes
+    weights: bytes | None  # None for a moment after the version is published
     weights_etag: str
 
 

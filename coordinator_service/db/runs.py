@@ -211,7 +211,7 @@ async def insert_state(
     *,
     run_id: int,
     iteration: int,
-    weights: bytes,
+    weights: bytes | None,
     weights_etag: str,
     checkpoint: bytes | None,
 ) -> None:

@@ -39,8 +39,7 @@ class StepWrite(BaseModel):
     run_id: int
     iteration: int
     result_ids: list[UUID]
-    weights: bytes
-    weights_etag: str
+    weights_etag: str  # the weights themselves are stored after the commit
     history: HistoryEntry
     # The next version's units are this version's again (a synchronous D phase: its
     # G phase needs the same images' noise).
@@ -73,6 +72,40 @@ class StatesRepo:
             iteration,
         )
         return StoredWeights.of(record) if record else None
+
+    async def unwritten_weights(self) -> list[tuple[int, int]]:
+        """(run, newest version) of every run with a published version whose weights are
+        not stored yet: the aggregator's process died between its commit and that write."""
+        records = await self.conn.fetch(
+            "SELECT run_id, max(iteration) AS iteration FROM run_states "
+            "WHERE weights IS NULL GROUP BY run_id ORDER BY run_id"
+        )
+        return [(r["run_id"], r["iteration"]) for r in records]
+
+    async def etags(self, *, run_id: int, since: int) -> dict[int, tuple[str, bool]]:
+        """Each version after ``since``: the ETag its step committed, and whether its
+        weights are stored (not the weights themselves: the replay only compares)."""
+        records = await self.conn.fetch(
+            "SELECT iteration, weights_etag, weights IS NOT NULL AS stored FROM run_states "
+            "WHERE run_id = $1 AND iteration > $2",
+            run_id,
+            since,
+        )
+        return {r["iteration"]: (r["weights_etag"], r["stored"]) for r in records}
+
+    async def add_weights(self, *, run_id: int, iteration: int, weights: bytes) -> None:
+        """Store a published version's weights, once; streamed like a checkpoint."""
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "CREATE TEMPORARY TABLE new_weights (weights bytea) ON COMMIT DROP"
+            )
+            await copy_row(self.conn, "new_weights", {"weights": weights})
+            await self.conn.execute(
+                "UPDATE run_states SET weights = (SELECT weights FROM new_weights) "
+                "WHERE run_id = $1 AND iteration = $2 AND weights IS NULL",
+                run_id,
+                iteration,
+            )
 
     async def latest_checkpoint(self, *, run_id: int, at_most: int) -> StoredCheckpoint | None:
         """The newest version up to ``at_most`` stored with its Adam state."""
@@ -135,7 +168,9 @@ class StatesRepo:
 
     async def stored_iterations(self, *, run_id: int) -> list[int]:
         rows = await self.conn.fetch(
-            "SELECT iteration FROM run_states WHERE run_id = $1 ORDER BY iteration", run_id
+            "SELECT iteration FROM run_states WHERE run_id = $1 AND weights IS NOT NULL "
+            "ORDER BY iteration",
+            run_id,
         )
         return [r["iteration"] for r in rows]
 
@@ -184,13 +219,14 @@ class StatesRepo:
         conn = self.conn
         new_iteration = step.iteration + 1
         async with conn.transaction():
-            # The new state's row first, before the run lock: writing its weights held the
-            # lock for 1.6 s at the class model, and every claim and upload waited. Nobody
-            # reads it before this commits. Its Adam state, when due, comes after the
-            # commit (Aggregator._store_extras); until then its results replay it.
+            # The new state's row first, before the run lock, with its ETag and nothing
+            # else: its weights and, when due, its Adam state are written after the
+            # commit (Aggregator._store_extras), so that neither delays the publication
+            # (the weights' 25 MB were most of it on a slower machine); until they are,
+            # the version's results, stored with it, replay it.
             try:
                 await insert_state(
-                    conn, run_id=step.run_id, iteration=new_iteration, weights=step.weights,
+                    conn, run_id=step.run_id, iteration=new_iteration, weights=None,
                     weights_etag=step.weights_etag, checkpoint=None,
                 )  # fmt: skip
             except asyncpg.UniqueViolationError:

@@ -42,10 +42,11 @@ MAX_RETRY_SECONDS = 30.0  # ... up to this
 
 @dataclass(frozen=True)
 class Extras:
-    """What is stored for a committed version after it is published, if anything."""
+    """What is stored for a committed version after it is published."""
 
     run: Run  # as it was before the fold
     state: engine.TrainingState  # the version's weights and optimizer state
+    weights: bytes  # the served weights, as the step's ETag names them
     sample: bool  # its grid for the dashboard
     snapshot: bool  # its Adam state (a checkpoint the replay can start from)
 
@@ -156,6 +157,7 @@ class Aggregator:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
                 await asyncio.sleep(1.0)
             log.info("aggregator holds the advisory lock")
+            await self._write_unwritten()
             while True:
                 await self.tick()
                 try:
@@ -195,35 +197,66 @@ class Aggregator:
         return True
 
     async def _training_state(self, run: Run) -> engine.TrainingState:
-        """W_t and Adam at the run's version: kept in memory, or after a restart the newest
-        checkpoint with the versions since replayed from their stored results."""
+        """W_t and Adam at the run's version: kept in memory, or rebuilt (``_rebuild``)."""
         state = self._state
         if state is not None and (state.run_id, state.iteration) == (run.run_id, run.iteration):
             return state
         await self._settle_extras()  # it may drop bodies this replay would read
+        self._state = await self._rebuild(run, run.iteration)
+        self._last_snapshot = time.monotonic()
+        return self._state
+
+    async def _write_unwritten(self) -> None:
+        """Store the weights of versions published but never stored (a coordinator killed
+        between a step's commit and their write), in any run, live or not: until then
+        only the process that folded them could serve them."""
+        async with self.pool.acquire() as conn:
+            unwritten = await StatesRepo(conn).unwritten_weights()
+        for run_id, newest in unwritten:
+            async with self.pool.acquire() as conn:
+                run = await RunsRepo(conn).get(run_id=run_id)
+            assert run is not None  # its rows go with it
+            state = await self._rebuild(run, newest)
+            if run.status in ("active", "paused") and run.iteration == newest:
+                self._state, self._last_snapshot = state, time.monotonic()
+
+    async def _rebuild(self, run: Run, version: int) -> engine.TrainingState:
+        """W and Adam at ``version`` of ``run``: its newest checkpoint up to there, and the
+        versions since folded again from their stored results, in their order. Every
+        version so rebuilt must match the ETag its step committed (never seen; going on
+        would serve weights the class did not train), and one whose weights are not
+        stored yet gets them now."""
         async with self.pool.acquire() as conn:
             states = StatesRepo(conn)
-            stored = await states.latest_checkpoint(run_id=run.run_id, at_most=run.iteration)
+            stored = await states.latest_checkpoint(run_id=run.run_id, at_most=version)
             if stored is None:
-                raise RuntimeError(f"run {run.run_id} has no checkpoint up to {run.iteration}")
+                raise RuntimeError(f"run {run.run_id} has no checkpoint up to {version}")
             state = await asyncio.to_thread(
                 engine.load_checkpoint, run.run_id, run.config, stored.checkpoint
             )
-            for version in range(stored.iteration, run.iteration):
-                found = await ResultsRepo(conn).folded_into(run_id=run.run_id, version=version)
+            committed = await states.etags(run_id=run.run_id, since=stored.iteration)
+            written = []
+            for folded in range(stored.iteration, version):
+                found = await ResultsRepo(conn).folded_into(run_id=run.run_id, version=folded)
                 bodies = [body for body in found if body is not None]
                 if not bodies or len(bodies) != len(found):
-                    raise RuntimeError(f"run {run.run_id}: the results of {version} are gone")
+                    raise RuntimeError(f"run {run.run_id}: the results of {folded} are gone")
                 state = await asyncio.to_thread(self._replay, state, bodies, run)
-            served = await states.weights(run_id=run.run_id, iteration=run.iteration)
-        if run.iteration > stored.iteration:
-            replayed = engine.encode_state(state)
-            if served is None or replayed.weights_etag != served.weights_etag:
-                # Never seen; going on would serve weights the class did not train.
-                raise RuntimeError(f"run {run.run_id}: replay to {run.iteration} differs")
-            log.info("run %d: replayed versions %d to %d from their results",
-                     run.run_id, stored.iteration + 1, run.iteration)  # fmt: skip
-        self._last_snapshot = time.monotonic()
+                etag, weights_stored = committed.get(state.iteration, ("", False))
+                if weights_stored and state.iteration < version:
+                    continue  # compared at the end, and once written below
+                encoded = await asyncio.to_thread(engine.encode_state, state)
+                if encoded.weights_etag != etag:
+                    raise RuntimeError(f"run {run.run_id}: replay to {state.iteration} differs")
+                if not weights_stored:
+                    await states.add_weights(
+                        run_id=run.run_id, iteration=state.iteration, weights=encoded.weights
+                    )
+                    written.append(state.iteration)
+        if version > stored.iteration:
+            log.info("run %d: replayed versions %d to %d from their results%s",
+                     run.run_id, stored.iteration + 1, version,
+                     f" and stored the weights of {written}" if written else "")  # fmt: skip
         return state
 
     @staticmethod
@@ -240,14 +273,21 @@ class Aggregator:
         return last is None or time.monotonic() - last >= self.settings.snapshot_seconds
 
     async def _settle_extras(self) -> None:
-        """Wait for the extras being stored, if any."""
-        if self._extras is not None:
-            await self._extras
-            self._extras = None
+        """Wait for the extras being stored, if any; their error, if any, is raised here."""
+        extras, self._extras = self._extras, None
+        if extras is not None:
+            await extras
 
     async def _store_extras(self, extras: Extras) -> None:
-        """Draw a committed version's sample grid; store its Adam state, then prune the
-        states and the result bodies that state makes needless for replay.
+        """Store a published version's weights; draw its sample grid; store its Adam
+        state, then prune the states and the result bodies that state makes needless for
+        replay.
+
+        The weights come first, and a refusal stops here and is raised at the next
+        step: the aggregator then starts over, and rebuilds and stores them from the
+        version's results (``_write_unwritten``) before any later Adam state can drop
+        those. Until they are stored this process serves them from memory and the
+        others wait (api/weights.py).
 
         It runs beside the next fold, never inside one: at the class model the grid took
         0.2 s and the Adam state 0.1 s to encode and 0.2 s to write (alone; two to three
@@ -261,6 +301,14 @@ class Aggregator:
         folded after the refusal.
         """
         run_id, state = extras.run.run_id, extras.state
+        try:
+            async with self.pool.acquire() as conn:
+                await StatesRepo(conn).add_weights(
+                    run_id=run_id, iteration=state.iteration, weights=extras.weights
+                )
+        except (OSError, asyncpg.PostgresError):
+            self.metrics.extras_failures.labels("weights").inc()
+            raise
         if extras.sample:
             try:
                 png = await asyncio.to_thread(engine.sample_grid, state.weights, extras.run.config)
@@ -317,9 +365,8 @@ class Aggregator:
                 run_id=run.run_id
             ):
                 extras = await self._attempt(conn, run, state, started)
-        if extras.sample or extras.snapshot:
-            await self._settle_extras()  # one version at a time, in order
-            self._extras = asyncio.create_task(self._store_extras(extras))
+        await self._settle_extras()  # one version at a time, in order
+        self._extras = asyncio.create_task(self._store_extras(extras))
 
     async def _plan_ahead(self, run: Run) -> list[PlannedUnit]:
         """The units of the epoch after ``run``'s current one (planned in a thread, once;
@@ -361,7 +408,6 @@ class Aggregator:
             run_id=run.run_id,
             iteration=run.iteration,
             result_ids=[r.lease_id for r in results],
-            weights=product.encoded.weights,
             weights_etag=product.encoded.weights_etag,
             history=HistoryEntry(
                 iteration=run.iteration,
@@ -425,4 +471,4 @@ class Aggregator:
             run.run_id, run.iteration, outcome.iteration, len(results), product.num_samples,
             losses, " - finished" if outcome.status == "finished" else "",
         )  # fmt: skip
-        return Extras(run, product.state, sample, snapshot)
+        return Extras(run, product.state, product.encoded.weights, sample, snapshot)

@@ -1,7 +1,8 @@
 """A step commits its new state exactly once: the same step again is a conflict that
 changes nothing, though it writes its state row before it waits for the run lock. The
-row is streamed in 1 MB pieces (``copy_row``): weights of several pieces come back
-byte for byte, and a version without Adam state has a NULL checkpoint.
+row holds the version's ETag and no weights: they are streamed in 1 MB pieces after the
+commit (``add_weights``) and come back byte for byte, once (a second write of the same
+version changes nothing), and a version without Adam state has a NULL checkpoint.
 
 A result accepted while a step computed: with a barrier the step is a conflict (it is
 computed again, holding the run lock); without one it commits what it folded and the
@@ -29,14 +30,14 @@ from shared.protocol import HardwareInfo, HistoryEntry
 from tests.conftest import NARROW_RUN
 
 
-def _step(run_id: int, weights: bytes, iteration: int = 0, **fields: object) -> StepWrite:
+def _step(run_id: int, iteration: int = 0, **fields: object) -> StepWrite:
     history = HistoryEntry(
         iteration=0, epoch=0, g_loss=1.0, d_loss=1.0, d_real_accuracy=0.5,
         d_fake_accuracy=0.5, num_results=0, num_workers=0, num_images=0, step_seconds=0.1,
         staleness=0, created_at=datetime.now(timezone.utc),
     )  # fmt: skip
     return StepWrite.model_validate({
-        "run_id": run_id, "iteration": iteration, "result_ids": [], "weights": weights,
+        "run_id": run_id, "iteration": iteration, "result_ids": [],
         "weights_etag": f"e{iteration + 1}", "history": history, **fields,
     })  # fmt: skip
 
@@ -55,15 +56,23 @@ async def _commit_twice(database_url: str) -> None:
                 step=step, plan_epoch=lambda epoch: [], max_epochs=None, max_iterations=None
             )
 
-        w1 = os.urandom(2_500_000)  # three pieces
-        await commit(_step(run.run_id, w1))
+        async def rows() -> list[tuple[object, ...]]:
+            query = "SELECT iteration, weights, weights_etag, checkpoint FROM run_states "
+            return [tuple(r) for r in await conn.fetch(query + "ORDER BY iteration")]
+
+        await commit(_step(run.run_id))
         with pytest.raises(StepConflict, match="past this iteration"):
-            await commit(_step(run.run_id, b"a second w1"))
+            await commit(_step(run.run_id))
         assert await conn.fetchval("SELECT iteration FROM runs") == 1
-        rows = await conn.fetch(
-            "SELECT iteration, weights, weights_etag, checkpoint FROM run_states ORDER BY iteration"
-        )
-        assert [tuple(r) for r in rows] == [(0, b"w0", "e0", b"c0"), (1, w1, "e1", None)]
+        assert await rows() == [(0, b"w0", "e0", b"c0"), (1, None, "e1", None)]
+        assert await states.unwritten_weights() == [(run.run_id, 1)]
+        assert await states.stored_iterations(run_id=run.run_id) == [0]
+
+        w1 = os.urandom(2_500_000)  # three pieces
+        await states.add_weights(run_id=run.run_id, iteration=1, weights=w1)
+        await states.add_weights(run_id=run.run_id, iteration=1, weights=b"a second w1")
+        assert await rows() == [(0, b"w0", "e0", b"c0"), (1, w1, "e1", None)]
+        assert await states.unwritten_weights() == []
         assert await conn.fetchval("SELECT count(*) FROM history") == 1
     finally:
         await conn.close()
@@ -116,11 +125,11 @@ async def _fold_while_a_result_arrives(database_url: str) -> None:
         b = await accept()  # accepted while the fold of a alone computed
         unchanged = await snapshot()
         with pytest.raises(StepConflict, match="arrived"):  # a barrier
-            await commit(_step(run.run_id, b"w1", result_ids=[a]))
+            await commit(_step(run.run_id, result_ids=[a]))
         assert await snapshot() == unchanged
 
         no_barrier = {"ends_leases": False, "max_staleness": 4}
-        await commit(_step(run.run_id, b"w1", result_ids=[a], **no_barrier))
+        await commit(_step(run.run_id, result_ids=[a], **no_barrier))
         folded = {r["lease_id"]: r["folded_version"] for r in await conn.fetch(
             "SELECT lease_id, folded_version FROM results"
         )}  # fmt: skip
@@ -130,9 +139,9 @@ async def _fold_while_a_result_arrives(database_url: str) -> None:
         c = await accept()  # arrives while the run's last fold (of b) computes
         unchanged = await snapshot()
         with pytest.raises(StepConflict, match="last fold"):
-            await commit(_step(run.run_id, b"w2", 1, result_ids=[b], **no_barrier), 2)
+            await commit(_step(run.run_id, 1, result_ids=[b], **no_barrier), 2)
         assert await snapshot() == unchanged
-        await commit(_step(run.run_id, b"w2", 1, result_ids=[b, c], **no_barrier), 2)
+        await commit(_step(run.run_id, 1, result_ids=[b, c], **no_barrier), 2)
         done = await conn.fetchrow("SELECT iteration, status FROM runs")
         assert tuple(done) == (2, "finished")
         assert await conn.fetchval("SELECT count(*) FROM results WHERE consumed_at IS NULL") == 0

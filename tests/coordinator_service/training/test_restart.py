@@ -150,3 +150,74 @@ def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
                             config).state  # fmt: skip
     for name, tensor in state.weights.items():
         assert torch.equal(after.weights[name], tensor), name
+
+
+def test_published_weights_the_database_refuses_are_stored_after_a_kill_9(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
+) -> None:
+    """A version is published before its weights are written (the write was most of the
+    time to publication on a slower machine). While PostgreSQL refuses that write, the
+    process that folded the version serves it from memory, /healthz and /metrics say so,
+    and no later Adam state drops the results that rebuild it. Killed then, the next
+    coordinator answers a clear 503 for those weights until it can store them, then
+    serves the same bytes and folds on exactly what an uninterrupted one would."""
+    run = {**NARROW_RUN, "units_per_step": 1, "result_kind": "local_steps"}
+    every_second = {"GAN_CHECKPOINT_EVERY": "2", "GAN_SNAPSHOT_SECONDS": "3600"}
+    first = spawn_coordinator(database_url, **every_second)
+    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
+        assert admin.post("/admin/runs", json={"config": run}).status_code == 201
+        token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
+            "token"
+        ]
+    refuse = ("ALTER TABLE run_states ADD CONSTRAINT refuse_weights "
+              "CHECK (weights IS NULL OR iteration < 2) NOT VALID")  # fmt: skip
+    asyncio.run(fetch(database_url, refuse))
+    bodies: list[bytes] = []
+
+    def fold(worker: httpx.Client, version: int) -> bytes:
+        unit = claim_when_ready(worker)
+        assert unit.iteration == version
+        bodies.append(fake_body(unit))
+        assert upload(worker, unit, bodies[-1]).status_code == 200
+        return wait_for_version(worker, version + 1)
+
+    with api_client(first.url, token) as worker:
+        fold(worker, 0)
+        served = {2: fold(worker, 1), 3: fold(worker, 2)}  # from the first one's memory
+    deadline = time.monotonic() + 30
+    while (health := httpx.get(first.url + "/healthz")).status_code == 200:
+        assert time.monotonic() < deadline, first.log()
+        time.sleep(0.05)
+    assert "refuse_weights" in health.json()["problem"]
+    assert _failures(first.url, "weights") >= 1
+    stored = "SELECT iteration FROM run_states WHERE weights IS NOT NULL ORDER BY 1"
+    assert [r["iteration"] for r in asyncio.run(fetch(database_url, stored))] == [0, 1]
+    kept = "SELECT count(*) AS n FROM results WHERE body IS NOT NULL"
+    assert asyncio.run(fetch(database_url, kept))[0]["n"] == 3  # no Adam state dropped them
+    first.kill()
+
+    second = spawn_coordinator(
+        database_url, args=("--log-level", "info"), degraded=True, **every_second
+    )
+    with api_client(second.url, token) as worker:
+        pending = worker.get("/weights/2")  # after waiting for them a while
+        assert pending.status_code == 503, pending.text
+        assert pending.json()["code"] == "weights_pending"
+        assert pending.headers["Retry-After"] == "1"
+        asyncio.run(fetch(database_url, "ALTER TABLE run_states DROP CONSTRAINT refuse_weights"))
+        assert wait_for_version(worker, 2) == served[2]
+        assert worker.get("/weights/3").content == served[3]
+        after = decode_snapshot(fold(worker, 3), StateSpec.from_config(CONFIG))
+    assert "replayed versions 1 to 3 from their results and stored the weights of [2, 3]" in (
+        second.log()
+    )
+    assert httpx.get(second.url + "/healthz").json() == {"status": "ok"}
+
+    # An uninterrupted coordinator: the four results folded in turn from W_0.
+    config = RunConfig.model_validate(run)
+    state, _ = engine.initial_state(config)
+    for version, body in enumerate(bodies):
+        state = engine.step(state, [decode_result(body, engine.result_layout(config, version))],
+                            config).state  # fmt: skip
+    for name, tensor in state.weights.items():
+        assert torch.equal(after.weights[name], tensor), name
