@@ -51,6 +51,8 @@ def test_every_error_documented_is_the_error_body_sent(coordinator: RunningCoord
     for operation in operations:
         responses = operation["responses"]
         for status, response in responses.items():
+            if (operation["operationId"], status) == ("healthz_healthz_get", "503"):
+                continue  # the health report itself, documented as such
             if status in error_statuses:
                 assert response["content"]["application/json"]["schema"]["$ref"].endswith(
                     "/ErrorResponse"
