@@ -84,6 +84,48 @@ def _failures(url: str, kind: str) -> float:
     return metric(httpx.get(url + "/metrics").text, f'gan_extras_failures_total{{kind="{kind}"}}')
 
 
+LOCAL_RUN = {**NARROW_RUN, "units_per_step": 1, "result_kind": "local_steps"}
+EVERY_SECOND = {"GAN_CHECKPOINT_EVERY": "2", "GAN_SNAPSHOT_SECONDS": "3600"}  # checkpoints
+
+
+def _start_local_run(
+    database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator], refuse: str
+) -> tuple[SpawnedCoordinator, str]:
+    """A coordinator with a one-unit local-steps run, a worker's token, and a constraint
+    (``ALTER TABLE run_states ADD CONSTRAINT ...``) that makes PostgreSQL refuse writes."""
+    first = spawn_coordinator(database_url, **EVERY_SECOND)
+    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
+        assert admin.post("/admin/runs", json={"config": LOCAL_RUN}).status_code == 201
+        token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
+            "token"
+        ]
+    asyncio.run(fetch(database_url, f"ALTER TABLE run_states ADD CONSTRAINT {refuse}"))
+    return first, token
+
+
+def _fold(worker: httpx.Client, version: int, bodies: list[bytes]) -> bytes:
+    """Claim ``version``'s unit, upload a result (kept in ``bodies``), and return the
+    served weights of the version it makes."""
+    unit = claim_when_ready(worker)
+    assert unit.iteration == version
+    bodies.append(fake_body(unit))
+    assert upload(worker, unit, bodies[-1]).status_code == 200
+    return wait_for_version(worker, version + 1)
+
+
+def _assert_uninterrupted(bodies: list[bytes], served: bytes) -> None:
+    """``served`` is what an uninterrupted coordinator makes: each result folded in
+    turn from W_0, computed here with the engine alone."""
+    config = RunConfig.model_validate(LOCAL_RUN)
+    state, _ = engine.initial_state(config)
+    for version, body in enumerate(bodies):
+        state = engine.step(state, [decode_result(body, engine.result_layout(config, version))],
+                            config).state  # fmt: skip
+    weights = decode_snapshot(served, StateSpec.from_config(CONFIG)).weights
+    for name, tensor in state.weights.items():
+        assert torch.equal(weights[name], tensor), name
+
+
 def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
     database_url: str, spawn_coordinator: Callable[..., SpawnedCoordinator]
 ) -> None:
@@ -92,25 +134,11 @@ def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
     next version tries again; the results since the last stored state keep their
     bodies, so a coordinator killed meanwhile replays them and folds on exactly what an
     uninterrupted one would."""
-    run = {**NARROW_RUN, "units_per_step": 1, "result_kind": "local_steps"}
-    every_second = {"GAN_CHECKPOINT_EVERY": "2", "GAN_SNAPSHOT_SECONDS": "3600"}
-    first = spawn_coordinator(database_url, **every_second)
-    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
-        assert admin.post("/admin/runs", json={"config": run}).status_code == 201
-        token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
-            "token"
-        ]
-    refuse = ("ALTER TABLE run_states ADD CONSTRAINT refuse_adam "
-              "CHECK (checkpoint IS NULL OR iteration = 0) NOT VALID")  # fmt: skip
-    asyncio.run(fetch(database_url, refuse))
+    first, token = _start_local_run(
+        database_url, spawn_coordinator, "refuse_adam CHECK (checkpoint IS NULL OR iteration = 0) "
+        "NOT VALID",
+    )  # fmt: skip
     bodies: list[bytes] = []
-
-    def fold(worker: httpx.Client, version: int) -> bytes:
-        unit = claim_when_ready(worker)
-        assert unit.iteration == version
-        bodies.append(fake_body(unit))
-        assert upload(worker, unit, bodies[-1]).status_code == 200
-        return wait_for_version(worker, version + 1)
 
     def refused(count: int) -> None:
         deadline = time.monotonic() + 30
@@ -119,10 +147,10 @@ def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
             time.sleep(0.05)
 
     with api_client(first.url, token) as worker:
-        fold(worker, 0)
-        fold(worker, 1)
+        _fold(worker, 0, bodies)
+        _fold(worker, 1, bodies)
         refused(1)  # version 2's Adam state (every second version's)
-        served = fold(worker, 2)
+        served = _fold(worker, 2, bodies)
         refused(2)  # version 3's: the first version folded after the refusal tries again
     assert "the Adam state of version 3 was not stored" in first.log()
     assert httpx.get(first.url + "/healthz").json() == {"status": "ok"}  # training goes on
@@ -131,25 +159,17 @@ def test_checkpoints_refused_by_the_database_lose_nothing_across_a_kill_9(
     first.kill()
 
     asyncio.run(fetch(database_url, "ALTER TABLE run_states DROP CONSTRAINT refuse_adam"))
-    second = spawn_coordinator(database_url, args=("--log-level", "info"), **every_second)
+    second = spawn_coordinator(database_url, args=("--log-level", "info"), **EVERY_SECOND)
     with api_client(second.url, token) as worker:
         assert worker.get("/weights/3").content == served
-        after = decode_snapshot(fold(worker, 3), StateSpec.from_config(CONFIG))
+        after = _fold(worker, 3, bodies)
     assert "replayed versions 1 to 3 from their results" in second.log()
     deadline = time.monotonic() + 30  # version 4's Adam state is stored: the bodies go
     while asyncio.run(fetch(database_url, kept))[0]["n"]:
         assert time.monotonic() < deadline, second.log()
         time.sleep(0.05)
     assert _failures(second.url, "checkpoint") == 0
-
-    # An uninterrupted coordinator: the four results folded in turn from W_0.
-    config = RunConfig.model_validate(run)
-    state, _ = engine.initial_state(config)
-    for version, body in enumerate(bodies):
-        state = engine.step(state, [decode_result(body, engine.result_layout(config, version))],
-                            config).state  # fmt: skip
-    for name, tensor in state.weights.items():
-        assert torch.equal(after.weights[name], tensor), name
+    _assert_uninterrupted(bodies, after)
 
 
 def test_published_weights_the_database_refuses_are_stored_after_a_kill_9(
@@ -161,29 +181,14 @@ def test_published_weights_the_database_refuses_are_stored_after_a_kill_9(
     and no later Adam state drops the results that rebuild it. Killed then, the next
     coordinator answers a clear 503 for those weights until it can store them, then
     serves the same bytes and folds on exactly what an uninterrupted one would."""
-    run = {**NARROW_RUN, "units_per_step": 1, "result_kind": "local_steps"}
-    every_second = {"GAN_CHECKPOINT_EVERY": "2", "GAN_SNAPSHOT_SECONDS": "3600"}
-    first = spawn_coordinator(database_url, **every_second)
-    with api_client(first.url, TEST_ADMIN_TOKEN) as admin, api_client(first.url) as anon:
-        assert admin.post("/admin/runs", json={"config": run}).status_code == 201
-        token = anon.post("/workers", json={"join_code": TEST_JOIN_CODE, "name": "ada"}).json()[
-            "token"
-        ]
-    refuse = ("ALTER TABLE run_states ADD CONSTRAINT refuse_weights "
-              "CHECK (weights IS NULL OR iteration < 2) NOT VALID")  # fmt: skip
-    asyncio.run(fetch(database_url, refuse))
+    first, token = _start_local_run(
+        database_url, spawn_coordinator, "refuse_weights CHECK (weights IS NULL OR iteration < 2) "
+        "NOT VALID",
+    )  # fmt: skip
     bodies: list[bytes] = []
-
-    def fold(worker: httpx.Client, version: int) -> bytes:
-        unit = claim_when_ready(worker)
-        assert unit.iteration == version
-        bodies.append(fake_body(unit))
-        assert upload(worker, unit, bodies[-1]).status_code == 200
-        return wait_for_version(worker, version + 1)
-
     with api_client(first.url, token) as worker:
-        fold(worker, 0)
-        served = {2: fold(worker, 1), 3: fold(worker, 2)}  # from the first one's memory
+        _fold(worker, 0, bodies)
+        served = {2: _fold(worker, 1, bodies), 3: _fold(worker, 2, bodies)}  # from memory
     deadline = time.monotonic() + 30
     while (health := httpx.get(first.url + "/healthz")).status_code == 200:
         assert time.monotonic() < deadline, first.log()
@@ -197,7 +202,7 @@ def test_published_weights_the_database_refuses_are_stored_after_a_kill_9(
     first.kill()
 
     second = spawn_coordinator(
-        database_url, args=("--log-level", "info"), degraded=True, **every_second
+        database_url, args=("--log-level", "info"), degraded=True, **EVERY_SECOND
     )
     with api_client(second.url, token) as worker:
         pending = worker.get("/weights/2")  # after waiting for them a while
@@ -207,17 +212,9 @@ def test_published_weights_the_database_refuses_are_stored_after_a_kill_9(
         asyncio.run(fetch(database_url, "ALTER TABLE run_states DROP CONSTRAINT refuse_weights"))
         assert wait_for_version(worker, 2) == served[2]
         assert worker.get("/weights/3").content == served[3]
-        after = decode_snapshot(fold(worker, 3), StateSpec.from_config(CONFIG))
+        after = _fold(worker, 3, bodies)
     assert "replayed versions 1 to 3 from their results and stored the weights of [2, 3]" in (
         second.log()
     )
     assert httpx.get(second.url + "/healthz").json() == {"status": "ok"}
-
-    # An uninterrupted coordinator: the four results folded in turn from W_0.
-    config = RunConfig.model_validate(run)
-    state, _ = engine.initial_state(config)
-    for version, body in enumerate(bodies):
-        state = engine.step(state, [decode_result(body, engine.result_layout(config, version))],
-                            config).state  # fmt: skip
-    for name, tensor in state.weights.items():
-        assert torch.equal(after.weights[name], tensor), name
+    _assert_uninterrupted(bodies, after)
