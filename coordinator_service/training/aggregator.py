@@ -169,10 +169,15 @@ class Aggregator:
                 self.wake.clear()
                 await conn.execute("SELECT 1")  # notice a lost connection (and lock) early
         finally:
-            if self._extras is not None:  # a little while to finish, then given up on
-                await asyncio.wait([self._extras], timeout=EXTRAS_GRACE_SECONDS)
-                self._extras.cancel()  # its version's results still replay it
-                self._extras = None
+            extras, self._extras = self._extras, None
+            if extras is not None:  # a little while to finish, then given up on
+                await asyncio.wait([extras], timeout=EXTRAS_GRACE_SECONDS)
+                if not extras.done():
+                    extras.cancel()  # its version's results still replay it
+                elif not extras.cancelled() and (failed := extras.exception()) is not None:
+                    log.warning("storing a published version failed; weights not stored are "
+                                "rebuilt from its results by the next aggregator: %s",
+                                failed)  # fmt: skip
             await conn.close(timeout=2)
 
     async def tick(self) -> bool:
