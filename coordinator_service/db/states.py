@@ -94,18 +94,28 @@ class StatesRepo:
         return {r["iteration"]: (r["weights_etag"], r["stored"]) for r in records}
 
     async def add_weights(self, *, run_id: int, iteration: int, weights: bytes) -> None:
-        """Store a published version's weights, once; streamed like a checkpoint."""
+        """Store a published version's weights, once."""
         async with self.conn.transaction():
-            await self.conn.execute(
-                "CREATE TEMPORARY TABLE new_weights (weights bytea) ON COMMIT DROP"
-            )
-            await copy_row(self.conn, "new_weights", {"weights": weights})
-            await self.conn.execute(
-                "UPDATE run_states SET weights = (SELECT weights FROM new_weights) "
-                "WHERE run_id = $1 AND iteration = $2 AND weights IS NULL",
-                run_id,
-                iteration,
-            )
+            await self._fill("weights", run_id, iteration, weights, once=True)
+
+    async def _fill(
+        self, column: str, run_id: int, iteration: int, value: bytes, *, once: bool = False
+    ) -> bool:
+        """Set a blob column of a version's row (inside the caller's transaction); False
+        if no row changed (the row is gone, or ``once`` and it is set already).
+
+        Tens of megabytes go in by a streamed COPY into a temporary table: as an UPDATE's
+        parameter they would stop the event loop, and every request, for 0.1-0.4 s
+        (``copy_row``)."""
+        await self.conn.execute(f"CREATE TEMPORARY TABLE new_{column} (v bytea) ON COMMIT DROP")
+        await copy_row(self.conn, f"new_{column}", {"v": value})
+        done = await self.conn.execute(
+            f"UPDATE run_states SET {column} = (SELECT v FROM new_{column}) "
+            f"WHERE run_id = $1 AND iteration = $2{f' AND {column} IS NULL' if once else ''}",
+            run_id,
+            iteration,
+        )
+        return bool(done == "UPDATE 1")
 
     async def latest_checkpoint(self, *, run_id: int, at_most: int) -> StoredCheckpoint | None:
         """The newest version up to ``at_most`` stored with its Adam state."""
@@ -127,23 +137,9 @@ class StatesRepo:
         and the newest with Adam state (the replay starts there). A version's row can go
         only once a later checkpoint is stored, so the pruning is done here, outside the
         step transaction and its run lock.
-
-        The 50-75 MB go in by a streamed COPY into a temporary table: as an UPDATE's
-        parameter they would stop the event loop, and every request, for 0.1-0.4 s
-        (``copy_row``).
         """
         async with self.conn.transaction():
-            await self.conn.execute(
-                "CREATE TEMPORARY TABLE new_checkpoint (checkpoint bytea) ON COMMIT DROP"
-            )
-            await copy_row(self.conn, "new_checkpoint", {"checkpoint": checkpoint})
-            done = await self.conn.execute(
-                "UPDATE run_states SET checkpoint = (SELECT checkpoint FROM new_checkpoint) "
-                "WHERE run_id = $1 AND iteration = $2",
-                run_id,
-                iteration,
-            )
-            if done != "UPDATE 1":
+            if not await self._fill("checkpoint", run_id, iteration, checkpoint):
                 return False
             await self.conn.execute(
                 "DELETE FROM run_states WHERE run_id = $1 AND iteration < $2 "
